@@ -1,0 +1,30 @@
+"""Attention blocks for CNNs, behind one registry.
+
+import attention_variants as av
+av.available()              # sorted names
+m = av.create("eca", 256)   # an nn.Module; output shape == input shape
+av.info("se").options       # {'reduction': 16, 'bias': True}
+"""
+
+from . import cbam, eca, eca_mha, identity, se  # noqa: F401  (importing registers the variants)
+from .registry import (
+    UnknownVariantError,
+    VariantInfo,
+    available,
+    create,
+    info,
+    register,
+    unregister,
+    validate,
+)
+
+__all__ = [
+    "UnknownVariantError",
+    "VariantInfo",
+    "available",
+    "create",
+    "info",
+    "register",
+    "unregister",
+    "validate",
+]
