@@ -1,0 +1,461 @@
+"""Latency that can be trusted: warm-up, blocked samples, adaptive stop, every sample kept.
+
+CPU: `time.perf_counter_ns` around blocks of calls, each block long enough that reading the clock
+costs under 0.1% of it. CUDA: CUDA events around each sample, a synchronize, and an L2 flush
+(writing a buffer larger than the L2) between samples outside the timed region, as
+`triton.testing.do_bench` does; optionally the calls are replayed from a CUDA graph.
+
+Run ``python -m bench.timing`` for a self-check against ``torch.utils.benchmark``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+CONFIDENCE = 0.95
+
+
+def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
+    """0-based ranks (lo, hi) of sorted samples that bracket the median with `confidence`.
+
+    Distribution-free: the number of samples below the true median is Binomial(n, 1/2), so
+    [x_(lo), x_(hi)] covers it with probability sum_{i=lo+1}^{hi} C(n, i) / 2^n.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    alpha = (1 - confidence) / 2
+    # largest lo with P(Binomial <= lo) <= alpha; exact for moderate n, normal beyond
+    if n <= 1000:
+        cumulative, lo = 0.0, -1
+        for i in range(n + 1):
+            cumulative += math.comb(n, i) / 2.0**n
+            if cumulative > alpha:
+                break
+            lo = i
+    else:
+        z = statistics.NormalDist().inv_cdf(1 - alpha)
+        lo = math.floor(n / 2 - z * math.sqrt(n) / 2) - 1
+    lo = max(lo, 0)
+    return lo, n - 1 - lo
+
+
+@dataclass
+class Measurement:
+    """Every sample (seconds per call) of one timed callable, and its statistics."""
+
+    samples_s: list[float]
+    block_size: int  # calls per sample; each sample is the block's time / block_size
+    device: str = "cpu"
+    threads: int | None = None
+    warmup_calls: int = 0
+    stop_reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_s)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples_s)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.samples_s) if self.n > 1 else 0.0
+
+    @property
+    def iqr(self) -> float:
+        if self.n < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples_s, n=4, method="inclusive")
+        return q3 - q1
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """95% confidence interval of the median, from order statistics."""
+        ordered = sorted(self.samples_s)
+        lo, hi = median_ci_ranks(self.n)
+        return ordered[lo], ordered[hi]
+
+    @property
+    def ci_relative_half_width(self) -> float:
+        low, high = self.ci
+        return (high - low) / 2 / self.median
+
+    def summary(self) -> str:
+        low, high = self.ci
+        return (
+            f"median {self.median * 1e6:.2f} us [95% CI {low * 1e6:.2f}-{high * 1e6:.2f}], "
+            f"IQR {self.iqr * 1e6:.2f} us, n={self.n} x {self.block_size} calls ({self.stop_reason})"
+        )
+
+    def __repr__(self) -> str:
+        return f"Measurement({self.summary()})"
+
+
+@contextmanager
+def thread_count(threads: int | None) -> Iterator[int]:
+    """Run with `threads` intra-op threads (None: leave as is), restoring the old count after."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads!r} is invalid; allowed: an integer >= 1")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _stop_reason(
+    samples: list[float],
+    started: float,
+    *,
+    min_samples: int,
+    max_samples: int,
+    target_ci: float,
+    min_time_s: float,
+    max_time_s: float,
+) -> str:
+    n = len(samples)
+    elapsed = time.perf_counter() - started
+    if n >= max_samples:
+        return "max_samples"
+    if elapsed >= max_time_s and n >= min(min_samples, 3):
+        return "time_cap"
+    # a CI from a short burst of samples misses the machine's slower drift: sample a while first
+    if n >= min_samples and elapsed >= min_time_s:
+        ordered = sorted(samples)
+        lo, hi = median_ci_ranks(n)
+        median = statistics.median(ordered)
+        if median > 0 and (ordered[hi] - ordered[lo]) / 2 / median <= target_ci:
+            return "ci_target"
+    return ""
+
+
+def _timer_overhead_ns() -> float:
+    """Median cost of one pair of perf_counter_ns reads."""
+    reads = []
+    for _ in range(200):
+        start = time.perf_counter_ns()
+        reads.append(time.perf_counter_ns() - start)
+    return float(statistics.median(reads))
+
+
+def _calibrate_block_size(
+    fn: Callable[[], Any], per_call_ns: float, min_block_s: float
+) -> tuple[int, int]:
+    """Calls per block so that a block lasts min_block_s and 1000x a clock read; and the
+    number of calls the calibration made."""
+    min_block_ns = max(1000 * _timer_overhead_ns(), min_block_s * 1e9)
+    block_size = max(1, math.ceil(min_block_ns / max(per_call_ns, 1.0)))
+    calls = 0
+    for _ in range(5):  # the warm-up's estimate includes its own loop: check on a real block
+        start = time.perf_counter_ns()
+        for _ in range(block_size):
+            fn()
+        block_ns = time.perf_counter_ns() - start
+        calls += block_size
+        if block_ns >= min_block_ns:
+            break
+        block_size = math.ceil(block_size * 1.2 * min_block_ns / max(block_ns, 1))
+    return block_size, calls
+
+
+def _measure_cpu(
+    fn,
+    *,
+    warmup_s,
+    min_samples,
+    max_samples,
+    target_ci,
+    min_time_s,
+    max_time_s,
+    block_size,
+    min_block_s,
+) -> tuple[list[float], int, int, str]:
+    clock = time.perf_counter_ns
+    # warm-up: at least 3 calls and warmup_s seconds; estimates the cost of one call
+    warmup_calls, start = 0, clock()
+    while warmup_calls < 3 or clock() - start < warmup_s * 1e9:
+        fn()
+        warmup_calls += 1
+    if block_size is None:
+        per_call_ns = (clock() - start) / warmup_calls
+        block_size, calibration_calls = _calibrate_block_size(fn, per_call_ns, min_block_s)
+        warmup_calls += calibration_calls
+    calls = range(block_size)
+    samples: list[float] = []
+    started = time.perf_counter()
+    while True:
+        begin = clock()
+        for _ in calls:
+            fn()
+        samples.append((clock() - begin) / block_size / 1e9)
+        reason = _stop_reason(
+            samples,
+            started,
+            min_samples=min_samples,
+            max_samples=max_samples,
+            target_ci=target_ci,
+            min_time_s=min_time_s,
+            max_time_s=max_time_s,
+        )
+        if reason:
+            return samples, block_size, warmup_calls, reason
+
+
+def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
+    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 2**26
+    return torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device)
+
+
+def _measure_cuda(
+    fn,
+    device,
+    *,
+    warmup_s,
+    min_samples,
+    max_samples,
+    target_ci,
+    min_time_s,
+    max_time_s,
+    l2_flush,
+    cuda_graph,
+) -> tuple[list[float], int, int, str]:
+    torch.cuda.synchronize(device)
+    warmup_calls, start = 0, time.perf_counter()
+    while warmup_calls < 3 or time.perf_counter() - start < warmup_s:
+        fn()
+        warmup_calls += 1
+    torch.cuda.synchronize(device)
+    if cuda_graph:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        fn = graph.replay
+        fn()
+    flush = _l2_flush_buffer(device) if l2_flush else None
+    begin_event = torch.cuda.Event(enable_timing=True)
+    end_event = torch.cuda.Event(enable_timing=True)
+    samples: list[float] = []
+    started = time.perf_counter()
+    while True:
+        if flush is not None:
+            flush.zero_()  # evicts the L2, outside the timed region
+        begin_event.record()
+        fn()
+        end_event.record()
+        end_event.synchronize()
+        samples.append(begin_event.elapsed_time(end_event) / 1e3)
+        reason = _stop_reason(
+            samples,
+            started,
+            min_samples=min_samples,
+            max_samples=max_samples,
+            target_ci=target_ci,
+            min_time_s=min_time_s,
+            max_time_s=max_time_s,
+        )
+        if reason:
+            return samples, 1, warmup_calls, reason
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    warmup_s: float = 0.05,
+    min_samples: int = 10,
+    max_samples: int = 10_000,
+    target_ci: float = 0.01,
+    min_time_s: float = 0.1,
+    max_time_s: float = 1.0,
+    block_size: int | None = None,
+    min_block_s: float = 1e-4,
+    l2_flush: bool = True,
+    cuda_graph: bool = False,
+) -> Measurement:
+    """Time `fn()` for at least `min_time_s`, then until the median's 95% CI half-width is within
+    `target_ci` (relative) or `max_time_s` has passed. Warm-up (compilation, autotuning) happens
+    before any sample.
+
+    CPU samples time blocks of `block_size` calls (chosen so a block lasts at least
+    `min_block_s` and 1000x the clock's read cost); CUDA samples time one call each between
+    CUDA events, after an L2 flush when `l2_flush`; `cuda_graph` replays a captured graph.
+    """
+    device = torch.device(device)
+    if not (target_ci > 0 and 0 <= min_time_s <= max_time_s and 1 <= min_samples <= max_samples):
+        raise ValueError(
+            "measure: need target_ci > 0, 0 <= min_time_s <= max_time_s and "
+            f"1 <= min_samples <= max_samples; got target_ci={target_ci}, "
+            f"min_time_s={min_time_s}, max_time_s={max_time_s}, "
+            f"min_samples={min_samples}, max_samples={max_samples}"
+        )
+    with thread_count(threads) as used_threads:
+        if device.type == "cuda":
+            samples, block, warmup_calls, reason = _measure_cuda(
+                fn,
+                device,
+                warmup_s=warmup_s,
+                min_samples=min_samples,
+                max_samples=max_samples,
+                target_ci=target_ci,
+                min_time_s=min_time_s,
+                max_time_s=max_time_s,
+                l2_flush=l2_flush,
+                cuda_graph=cuda_graph,
+            )
+        elif device.type == "cpu":
+            samples, block, warmup_calls, reason = _measure_cpu(
+                fn,
+                warmup_s=warmup_s,
+                min_samples=min_samples,
+                max_samples=max_samples,
+                target_ci=target_ci,
+                min_time_s=min_time_s,
+                max_time_s=max_time_s,
+                block_size=block_size,
+                min_block_s=min_block_s,
+            )
+        else:
+            raise ValueError(
+                f"measure: device={str(device)!r} is not supported; allowed: cpu, cuda"
+            )
+    return Measurement(samples, block, str(device), used_threads, warmup_calls, reason)
+
+
+# ---- the two modes a sweep times -----------------------------------------------------------
+
+
+def inference_fn(module: nn.Module, *inputs: torch.Tensor) -> Callable[[], Any]:
+    """A call of `module(*inputs)` under `torch.inference_mode` (module in eval mode).
+
+    Timed: the forward pass only. Not timed: building the module and inputs.
+    """
+    module.eval()
+
+    def run():
+        with torch.inference_mode():
+            return module(*inputs)
+
+    return run
+
+
+def training_step_fn(module: nn.Module, *inputs: torch.Tensor) -> Callable[[], None]:
+    """One training step of `module` as it runs inside a network (module in train mode).
+
+    Timed: forward, backward from a fixed upstream gradient (to the inputs and the parameters),
+    and dropping the gradients (`set_to_none`). Not timed: making the inputs and the upstream
+    gradient, the loss and the optimiser step (they belong to the network, not the block).
+    """
+    module.train()
+    leaves = [x.detach().requires_grad_(x.is_floating_point()) for x in inputs]
+    with torch.no_grad():
+        probe = module(*leaves)
+    upstream = torch.randn_like(probe)
+
+    def run():
+        for x in leaves:
+            x.grad = None
+        module.zero_grad(set_to_none=True)
+        module(*leaves).backward(upstream)
+
+    return run
+
+
+def mode_fn(mode: str, module: nn.Module, *inputs: torch.Tensor) -> Callable[[], Any]:
+    """`inference_fn` for mode "infer", `training_step_fn` for mode "train"."""
+    modes = {"infer": inference_fn, "train": training_step_fn}
+    if mode not in modes:
+        raise ValueError(f"mode={mode!r} is invalid; allowed: {', '.join(modes)}")
+    return modes[mode](module, *inputs)
+
+
+# ---- self-check ----------------------------------------------------------------------------
+
+
+def _self_check_cases() -> Sequence[tuple[str, Callable[[], Any]]]:
+    import attention_variants as av
+
+    torch.manual_seed(0)
+    cases = []
+    for name, channels, size in (
+        ("eca", 64, 56),
+        ("se", 256, 28),
+        ("cbam", 128, 28),
+        ("eca_mha", 64, 14),
+    ):
+        module = av.create(name, channels)
+        x = torch.randn(8, channels, size, size)
+        cases.append((f"{name} C={channels} {size}x{size} infer", inference_fn(module, x)))
+    return cases
+
+
+def _spread(values: Sequence[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def self_check(threads: int = 1, repeats: int = 5) -> list[dict[str, Any]]:
+    """Our median against torch.utils.benchmark's, and each one's spread over `repeats` runs.
+
+    The two run interleaved (ours, theirs, ours, ...) with the same one-second budget, so a
+    drift of the machine hits both alike.
+    """
+    from torch.utils.benchmark import Timer
+
+    rows = []
+    for label, fn in _self_check_cases():
+        ours, theirs = [], []
+        timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+        for _ in range(repeats):
+            ours.append(measure(fn, threads=threads, min_time_s=1.0, max_time_s=2.0).median)
+            theirs.append(timer.blocked_autorange(min_run_time=1.0).median)
+        row = {
+            "case": label,
+            "ours_us": statistics.median(ours) * 1e6,
+            "torch_benchmark_us": statistics.median(theirs) * 1e6,
+            "ratio": statistics.median(ours) / statistics.median(theirs),
+            "ours_spread": _spread(ours),
+            "torch_benchmark_spread": _spread(theirs),
+        }
+        rows.append(row)
+        print(
+            f"{label:<26} ours {row['ours_us']:8.1f} us  torch.utils.benchmark "
+            f"{row['torch_benchmark_us']:8.1f} us  ratio {row['ratio']:.3f}  spread of {repeats} "
+            f"repeats: ours {row['ours_spread'] * 100:4.1f}%, "
+            f"torch.utils.benchmark {row['torch_benchmark_spread'] * 100:4.1f}%",
+            flush=True,
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Self-check of bench.timing on the CPU")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    results = self_check(args.threads, args.repeats)
+    worst_ratio = max(abs(r["ratio"] - 1) for r in results)
+    print(
+        f"threads={args.threads}: largest difference from torch.utils.benchmark "
+        f"{worst_ratio * 100:.1f}% (goal <= 5%); largest repeat spread: ours "
+        f"{max(r['ours_spread'] for r in results) * 100:.1f}%, torch.utils.benchmark "
+        f"{max(r['torch_benchmark_spread'] for r in results) * 100:.1f}% (goal <= 2%)"
+    )
