@@ -1,30 +1,22 @@
-"""Main job: build every registered variant and run it forward and backward on the CPU.
+"""The main job: the quick sweep on the CPU, then the report; prints where everything went.
 
-A smoke run until the sweep lands; it exits non-zero if any variant fails.
+python run_all.py [--out DIR] [any `python -m bench run` option]
 """
 
+import argparse
 import sys
 
-import torch
-
-import attention_variants as av
+from bench.cli import _add_run_arguments, command_run
 
 
-def main() -> int:
-    failures = 0
-    print(f"{'variant':<10} {'params':>10}  status")
-    for name in av.available():
-        try:
-            module = av.create(name, 64)
-            x = torch.randn(2, 64, 14, 14, requires_grad=True)
-            module(x).sum().backward()
-            params = sum(p.numel() for p in module.parameters())
-            print(f"{name:<10} {params:>10,}  ok")
-        except Exception as error:  # one broken variant must not hide the others
-            failures += 1
-            print(f"{name:<10} {'-':>10}  error: {error}")
-    print(f"{len(av.available()) - failures} ok, {failures} failed")
-    return 1 if failures else 0
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _add_run_arguments(parser, default_preset="quick")
+    args = parser.parse_args(argv)
+    code = command_run(args, default_preset="quick")
+    if args.dry_run or code == 2:
+        return code
+    return code
 
 
 if __name__ == "__main__":

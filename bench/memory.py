@@ -123,3 +123,34 @@ def peak_memory(
     if device.type == "cuda":
         return allocator_peak_memory(module_or_fn, *inputs, backward=backward, device=device)
     return tracked_peak_memory(module_or_fn, *inputs, backward=backward)
+
+
+def self_check() -> None:
+    """On CUDA: the live-storage tracker against the caching allocator, per variant."""
+    import attention_variants as av
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: the tracker/allocator comparison needs one")
+        return
+    torch.manual_seed(0)
+    for name, options in (
+        ("se", {}),
+        ("cbam", {}),
+        ("eca", {}),
+        ("eca_mha", {}),
+        ("eca_mha", {"attention_impl": "naive"}),
+    ):
+        module = av.create(name, 64, **options).cuda()
+        x = torch.randn(8, 64, 32, 32, device="cuda")
+        for backward in (False, True):
+            tracked = tracked_peak_memory(module, x, backward=backward)
+            allocator = allocator_peak_memory(module, x, backward=backward)
+            print(
+                f"{name:<8} {options!s:<28} {'train' if backward else 'infer':<5} "
+                f"tracker {tracked:>12,} B  allocator {allocator:>12,} B  "
+                f"ratio {tracked / allocator if allocator else float('nan'):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    self_check()

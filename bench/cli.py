@@ -1,0 +1,168 @@
+"""``python -m bench run | list | report``: the suite's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import attention_variants as av
+
+from .spec import PRESETS, SpecError, build_spec, expand, load_plugin
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help=f"base sweep (default: {default_preset or 'none'})",
+    )
+    parser.add_argument("--spec", metavar="YAML", help="a sweep spec file (on top of the preset)")
+    sweep = parser.add_argument_group("overrides (comma-separated lists)")
+    sweep.add_argument("--variants", help="e.g. eca,se(reduction=8),eca_mha(heads=8)")
+    sweep.add_argument("--batch-sizes", dest="batch_sizes")
+    sweep.add_argument("--channels")
+    sweep.add_argument("--resolutions", help="e.g. 28,56,32x64")
+    sweep.add_argument("--dtypes", help="float32, float16, bfloat16")
+    sweep.add_argument("--devices", help="auto, cpu, cuda, cuda:N, mps")
+    sweep.add_argument("--modes", help="infer, train")
+    sweep.add_argument("--memory-formats", dest="memory_formats", help="contiguous, channels_last")
+    sweep.add_argument("--compile", help="off, on, or off,on")
+    sweep.add_argument("--threads", type=int, help="intra-op threads while timing")
+    sweep.add_argument("--seed", type=int)
+    sweep.add_argument(
+        "--no-references",
+        dest="references",
+        action="store_const",
+        const=False,
+        help="skip the identity / conv3x3 / copy references",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import a module or .py file that registers variants (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write torch.profiler traces per case under traces/",
+    )
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: results/<run id>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="run only what RUN_DIR lacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--dry-run", action="store_true", help="list the cases and stop")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = (
+        "variants",
+        "batch_sizes",
+        "channels",
+        "resolutions",
+        "dtypes",
+        "devices",
+        "modes",
+        "memory_formats",
+        "compile",
+        "threads",
+        "seed",
+        "references",
+        "profile",
+    )
+    overrides = {name: getattr(args, name) for name in names}
+    if args.plugin:
+        overrides["plugins"] = args.plugin
+    return overrides
+
+
+def command_run(args: argparse.Namespace, default_preset: str | None = None) -> int:
+    from .runner import run_sweep
+
+    try:
+        if args.resume:
+            summary = run_sweep(None, resume=args.resume, quiet=args.quiet)
+        else:
+            preset = args.preset or (None if args.spec else default_preset)
+            spec, notes = build_spec(preset, args.spec, _overrides(args))
+            for note in notes:
+                print(f"note: {note}")
+            cases = expand(spec)
+            if args.dry_run:
+                for case in cases:
+                    print(case.label)
+                print(f"{len(cases)} cases")
+                return 0
+            print(f"{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
+            summary = run_sweep(spec, args.out, quiet=args.quiet)
+    except (SpecError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    if summary.interrupted:
+        print(f"resume with: python -m bench run --resume {summary.run_dir}")
+    args.run_dir = summary.run_dir
+    return summary.exit_code
+
+
+def command_list(args: argparse.Namespace) -> int:
+    for plugin in args.plugin:
+        try:
+            load_plugin(plugin)
+        except SpecError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    print("variants:")
+    for name in av.available():
+        info = av.info(name)
+        options = ", ".join(f"{k}={v!r}" for k, v in info.options.items()) or "-"
+        print(f"  {name:<12} {info.description}")
+        print(f"  {'':<12} paper: {info.paper or '-'}")
+        print(f"  {'':<12} options: {options}")
+        print(
+            f"  {'':<12} devices: {', '.join(info.devices)}; dtypes: {', '.join(info.dtypes)}; "
+            f"backward: {'yes' if info.backward else 'no'}"
+        )
+    print("presets:")
+    for name, preset in PRESETS.items():
+        print(f"  {name:<12} {preset['description']}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from .report import report
+    from .results import RunDirectoryError
+
+    try:
+        written = report(Path(args.run_dir))
+    except RunDirectoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {len(written)} files under {args.run_dir}/tables and {args.run_dir}/plots")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark attention blocks for CNNs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a sweep into a run directory")
+    _add_run_arguments(run, default_preset="default")
+    run.set_defaults(handler=lambda a: command_run(a, default_preset="default"))
+    listing = commands.add_parser("list", help="show the variants and presets")
+    listing.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE")
+    listing.set_defaults(handler=command_list)
+    rep = commands.add_parser("report", help="write tables and charts for a run directory")
+    rep.add_argument("run_dir")
+    rep.set_defaults(handler=command_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)

@@ -1,0 +1,273 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+import yaml
+
+import attention_variants as av
+from bench import runner
+from bench.results import COLUMNS, read_results, read_samples
+from bench.runner import run_sweep
+from bench.spec import build_spec, expand
+
+TINY_TIMING = {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3}
+
+
+def tiny_spec(**overrides):
+    base = {
+        "variants": "eca,se",
+        "channels": "16",
+        "resolutions": "6,4x5",
+        "batch_sizes": "2",
+        "timing": TINY_TIMING,
+    }
+    base.update(overrides)
+    spec, _ = build_spec(None, overrides=base)
+    return spec
+
+
+def test_tiny_sweep_end_to_end(tmp_path):
+    spec = tiny_spec()
+    summary = run_sweep(spec, tmp_path / "run", quiet=True)
+    assert summary.exit_code == 0
+    run = tmp_path / "run"
+    for name in (
+        "spec.yaml",
+        "env.json",
+        "run.json",
+        "results.csv",
+        "results.parquet",
+        "samples.csv",
+    ):
+        assert (run / name).is_file(), name
+    rows = read_results(run)
+    assert list(rows.columns) == COLUMNS
+    assert (
+        len(rows) == len(expand(spec)) == 2 * 2 * (3 + 2)
+    )  # resolutions x modes x (refs + variants)
+    assert set(rows.status) == {"ok"}
+    assert (rows.latency_ci_low_s <= rows.latency_median_s).all()
+    assert (rows.latency_median_s <= rows.latency_ci_high_s).all()
+    identity = rows[rows.variant == "identity"]
+    assert (identity.flops == 0).all() and (identity.params == 0).all()
+    eca = rows[(rows.variant == "eca") & (rows["mode"] == "infer")]
+    assert (eca.flops > 0).all() and (eca.params == 3).all()
+    parquet = pd.read_parquet(run / "results.parquet")
+    assert len(parquet) == len(rows)
+    samples = read_samples(run)
+    assert set(samples.case_id) == set(rows.case_id)
+    assert samples.groupby("case_id").size().min() >= 3
+    saved = yaml.safe_load((run / "spec.yaml").read_text())
+    assert saved["variants"] == ["eca", "se"] and saved["resolutions"] == ["6x6", "4x5"]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["schema_version"] == 1
+    assert json.loads((run / "env.json").read_text())["torch"]
+
+
+def test_a_failing_variant_is_an_error_row_and_the_sweep_finishes(tmp_path):
+    @av.register("test_broken")
+    class Broken(av.create("identity", 1).__class__):
+        def forward(self, x):
+            raise RuntimeError("kernel exploded")
+
+    try:
+        summary = run_sweep(
+            tiny_spec(variants="test_broken,eca", resolutions="6"), tmp_path / "run", quiet=True
+        )
+    finally:
+        av.unregister("test_broken")
+    rows = read_results(tmp_path / "run")
+    broken = rows[rows.variant == "test_broken"]
+    assert set(broken.status) == {"error"}
+    assert broken.error.str.contains("RuntimeError: kernel exploded").all()
+    assert set(rows[rows.variant != "test_broken"].status) == {"ok"}
+    assert summary.exit_code == 1 and summary.failed == 2
+
+
+def test_unsupported_dtype_is_a_skipped_row(tmp_path):
+    @av.register("test_fp32_only", dtypes=("float32",))
+    class Fp32Only(av.create("identity", 1).__class__):
+        pass
+
+    try:
+        summary = run_sweep(
+            tiny_spec(
+                variants="test_fp32_only", resolutions="6", modes="infer", dtypes="float32,bfloat16"
+            ),
+            tmp_path / "run",
+            quiet=True,
+        )
+    finally:
+        av.unregister("test_fp32_only")
+    rows = read_results(tmp_path / "run").set_index(["variant", "dtype"])
+    assert rows.loc[("test_fp32_only", "bfloat16"), "status"] == "skipped"
+    assert "float32" in rows.loc[("test_fp32_only", "bfloat16"), "error"]
+    assert rows.loc[("test_fp32_only", "float32"), "status"] == "ok"
+    assert summary.exit_code == 0
+
+
+def test_resume_after_an_interrupt_adds_no_duplicate_rows(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    original = runner.CaseRunner.run
+    calls = {"n": 0}
+
+    def interrupting(self, case):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, case)
+
+    monkeypatch.setattr(runner.CaseRunner, "run", interrupting)
+    first = run_sweep(spec, tmp_path / "run", quiet=True)
+    assert first.interrupted and first.exit_code == 130
+    assert len(read_results(tmp_path / "run")) == 3  # what was measured is on disk
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(runner.CaseRunner, "run", original)
+    second = run_sweep(None, resume=tmp_path / "run", quiet=True)
+    rows = read_results(tmp_path / "run")
+    assert second.skipped_as_recorded == 3
+    assert len(rows) == len(expand(spec)) and rows.case_id.is_unique
+    assert rows.run_id.nunique() == 1
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet").case_id.is_unique
+
+
+def test_a_plugin_file_registers_a_variant_that_is_swept(tmp_path):
+    plugin = tmp_path / "my_gates.py"
+    plugin.write_text(
+        "import attention_variants as av\n"
+        "from torch import nn\n"
+        "@av.register('test_plugin_gate', paper='test')\n"
+        "class Gate(nn.Module):\n"
+        "    def __init__(self, channels, scale=2.0):\n"
+        "        super().__init__()\n"
+        "        self.scale = scale\n"
+        "    def forward(self, x):\n"
+        "        return x * self.scale\n"
+    )
+    out = tmp_path / "run"
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                "--plugin",
+                str(plugin),
+                "--variants",
+                "test_plugin_gate(scale=3.0)",
+                "--channels",
+                "8",
+                "--resolutions",
+                "4",
+                "--batch-sizes",
+                "1",
+                "--modes",
+                "infer",
+                "--no-references",
+                "--quiet",
+                "--out",
+                str(out),
+                "--spec",
+                str(_tiny_timing_yaml(tmp_path)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        rows = read_results(out)
+        assert list(rows.variant_label) == ["test_plugin_gate(scale=3.0)"]
+        assert rows.status.tolist() == ["ok"] and rows.flops.tolist() == [8 * 16]
+        saved = yaml.safe_load((out / "spec.yaml").read_text())
+        assert saved["plugins"] == [str(plugin)]
+    finally:
+        if "test_plugin_gate" in av.available():
+            av.unregister("test_plugin_gate")
+
+
+def _tiny_timing_yaml(tmp_path):
+    path = tmp_path / "timing.yaml"
+    path.write_text(yaml.safe_dump({"timing": TINY_TIMING}))
+    return path
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--variants", "nope", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "unknown attention variant 'nope'" in result.stderr
+    assert not (tmp_path / "x").exists()  # nothing ran
+    listing = subprocess.run(
+        [sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0
+    assert "eca_mha" in listing.stdout and "quick" in listing.stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_profiled_run_opens_in_tensorboards_pytorch_profiler_plugin(tmp_path):
+    spec = tiny_spec(variants="eca", resolutions="6", modes="infer", profile=True, references=False)
+    run_sweep(spec, tmp_path / "run", quiet=True)
+    traces = tmp_path / "run" / "traces"
+    case_dirs = sorted(p for p in traces.iterdir() if p.is_dir())
+    assert len(case_dirs) == 1
+    assert list(case_dirs[0].glob("*.pt.trace.json"))
+    assert "aten::" in (case_dirs[0] / "top_ops.txt").read_text()
+    port = _free_port()
+    tensorboard = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(traces),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    try:
+        runs, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                answer = _get_json(f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/runs")
+                runs = answer["runs"]
+                if runs and not answer.get("loading"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert runs == [case_dirs[0].name]
+        views = _get_json(
+            f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/views?run={runs[0]}"
+        )
+        assert "Overview" in views or "Operator" in views
+    finally:
+        tensorboard.terminate()
+        tensorboard.wait(timeout=30)
