@@ -1,12 +1,13 @@
-"""The main job: the quick sweep on the CPU, then the report; prints where everything went.
+"""The main job: the quick sweep on the CPU, then its report; prints where everything went.
 
-python run_all.py [--out DIR] [any `python -m bench run` option]
+python run_all.py [--out DIR] [any option of `python -m bench run`, e.g. --preset default]
 """
 
 import argparse
 import sys
 
 from bench.cli import _add_run_arguments, command_run
+from bench.report import report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_run_arguments(parser, default_preset="quick")
     args = parser.parse_args(argv)
     code = command_run(args, default_preset="quick")
-    if args.dry_run or code == 2:
+    run_dir = getattr(args, "run_dir", None)
+    if args.dry_run or run_dir is None:
         return code
+    written = report(run_dir)
+    print(f"report: {run_dir / 'report.md'} ({len(written)} files in tables/ and plots/)")
+    print(f"results: {run_dir / 'results.csv'}, {run_dir / 'results.parquet'}")
     return code
 
 

@@ -20,7 +20,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | No
     )
     parser.add_argument("--spec", metavar="YAML", help="a sweep spec file (on top of the preset)")
     sweep = parser.add_argument_group("overrides (comma-separated lists)")
-    sweep.add_argument("--variants", help="e.g. eca,se(reduction=8),eca_mha(heads=8)")
+    sweep.add_argument(
+        "--variants", help="e.g. eca,se(reduction=8),eca_mha(heads=8); all = every one"
+    )
     sweep.add_argument("--batch-sizes", dest="batch_sizes")
     sweep.add_argument("--channels")
     sweep.add_argument("--resolutions", help="e.g. 28,56,32x64")

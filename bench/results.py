@@ -78,6 +78,10 @@ class RunDirectory:
         return self.path / "samples.csv"
 
     @property
+    def ceilings_csv(self) -> Path:
+        return self.path / "ceilings.csv"
+
+    @property
     def traces(self) -> Path:
         return self.path / "traces"
 
@@ -122,6 +126,16 @@ class RunDirectory:
             for i, s in enumerate(samples)
         ]
         _append_csv(self.samples_csv, SAMPLE_COLUMNS, rows)
+
+    def append_ceilings(self, row: dict[str, Any]) -> None:
+        _append_csv(self.ceilings_csv, list(row), [row])
+
+    def recorded_ceilings(self) -> set[tuple[str, str]]:
+        """(device, dtype) pairs whose ceilings are measured already."""
+        if not self.ceilings_csv.exists():
+            return set()
+        frame = pd.read_csv(self.ceilings_csv)
+        return set(zip(frame.device, frame.dtype, strict=True))
 
     def recorded_case_ids(self) -> set[str]:
         _repair_partial_last_line(self.results_csv)

@@ -6,6 +6,7 @@ recorded row on disk, and ``--resume RUN_DIR`` runs only the cases not yet recor
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections import Counter
@@ -21,6 +22,7 @@ from tqdm import tqdm
 import attention_variants as av
 from attention_variants import backbones
 
+from .ceilings import measure_ceilings
 from .counting import Counts, count
 from .environment import capture, case_seed, seed_everything
 from .memory import peak_memory
@@ -202,6 +204,23 @@ def load_spec(run_dir: RunDirectory) -> SweepSpec:
     return spec
 
 
+def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> None:
+    """Roofline ceilings of every (device, dtype) in the sweep, once per run directory."""
+    recorded = run_dir.recorded_ceilings()
+    for device in spec.devices:
+        for dtype in spec.dtypes:
+            if (device, dtype) in recorded:
+                continue
+            if not quiet:
+                print(f"measuring roofline ceilings on {device} {dtype}", flush=True)
+            try:
+                run_dir.append_ceilings(
+                    measure_ceilings(device, DTYPES[dtype], threads=spec.threads, max_time_s=0.5)
+                )
+            except Exception as error:  # a missing ceiling only costs the roofline its lines
+                print(f"warning: ceilings on {device} {dtype} failed: {error}", file=sys.stderr)
+
+
 def run_sweep(
     spec: SweepSpec | None,
     out: str | Path | None = None,
@@ -226,6 +245,7 @@ def run_sweep(
         run_dir = RunDirectory(out or Path("results") / run_id)
         run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id)
         done = set()
+    _record_ceilings(spec, run_dir, quiet)
     cases = expand(spec)
     todo = [c for c in cases if c.case_id not in done]
     summary = RunSummary(run_dir.path, skipped_as_recorded=len(cases) - len(todo))

@@ -161,6 +161,8 @@ def _calibrate_block_size(
     """Calls per block so that a block lasts min_block_s and 1000x a clock read; and the
     number of calls the calibration made."""
     min_block_ns = max(1000 * _timer_overhead_ns(), min_block_s * 1e9)
+    if per_call_ns > 10 * min_block_ns:
+        return 1, 0  # one call is a long block even if the estimate is off by 10x
     block_size = max(1, math.ceil(min_block_ns / max(per_call_ns, 1.0)))
     calls = 0
     for _ in range(5):  # the warm-up's estimate includes its own loop: check on a real block
@@ -188,9 +190,9 @@ def _measure_cpu(
     min_block_s,
 ) -> tuple[list[float], int, int, str]:
     clock = time.perf_counter_ns
-    # warm-up: at least 3 calls and warmup_s seconds; estimates the cost of one call
+    # warm-up: warmup_s seconds and at least one call; estimates the cost of one call
     warmup_calls, start = 0, clock()
-    while warmup_calls < 3 or clock() - start < warmup_s * 1e9:
+    while warmup_calls < 1 or clock() - start < warmup_s * 1e9:
         fn()
         warmup_calls += 1
     if block_size is None:
@@ -238,7 +240,7 @@ def _measure_cuda(
 ) -> tuple[list[float], int, int, str]:
     torch.cuda.synchronize(device)
     warmup_calls, start = 0, time.perf_counter()
-    while warmup_calls < 3 or time.perf_counter() - start < warmup_s:
+    while warmup_calls < 1 or time.perf_counter() - start < warmup_s:
         fn()
         warmup_calls += 1
     torch.cuda.synchronize(device)

@@ -1,0 +1,324 @@
+"""Charts fit for a paper (seaborn): PNG at 300 dpi, PDF with Type 42 fonts, and SVG.
+
+Each chart comes in two widths, a paper column (3.5 in) and a full page width (7 in); every
+variant keeps one colour across all charts; legends sit outside the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter
+
+import attention_variants as av
+
+COLUMN_WIDTH_IN = 3.5
+FULL_WIDTH_IN = 7.0
+DPI = 300
+FORMATS = ("png", "pdf", "svg")
+REFERENCE_COLOURS = {"identity": "#9e9e9e", "copy": "#5f5f5f", "conv3x3": "#000000"}
+REFERENCE_STYLE = {"identity": (1, 2), "copy": (4, 2), "conv3x3": (6, 2, 1, 2)}
+
+RC = {
+    "pdf.fonttype": 42,  # TrueType (Type 42) fonts: editable, accepted by publishers
+    "ps.fonttype": 42,
+    "svg.fonttype": "none",  # text stays text in SVG
+    "savefig.dpi": DPI,  # no tight bbox: the figure size is the pixel size asked for
+    "font.size": 7,
+    "axes.titlesize": 7,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "legend.title_fontsize": 6,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3,
+}
+
+
+def palette(labels) -> dict[str, str]:
+    """One colour per variant label, fixed by the registry's order, so it never changes
+    between charts or runs; references are greys."""
+    names = [n for n in av.available() if n not in REFERENCE_COLOURS]
+    colours = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+    mapping = dict(REFERENCE_COLOURS)
+    base = {name: colours[i % len(colours)] for i, name in enumerate(names)}
+    extra = iter(colours[len(names) % len(colours) :] + colours)
+    for label in sorted(set(labels)):
+        if label in mapping:
+            continue
+        name = label.split("(", 1)[0]
+        if label == name and name in base:
+            mapping[label] = base[name]
+        else:  # an option variant (e.g. eca_mha(attention_impl=naive)) gets its own colour
+            mapping[label] = next(extra)
+    return {k: matplotlib.colors.to_hex(v) for k, v in mapping.items()}
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+
+
+def markers(labels) -> dict[str, str]:
+    """One marker per label (so lines that coincide still show both, and print in grey)."""
+    ordered = _ordered(labels)
+    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(ordered)}
+
+
+def _dashes(label: str):
+    return REFERENCE_STYLE.get(label, "")
+
+
+def _save(fig: plt.Figure, directory: Path, stem: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = directory / f"{stem}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=DPI)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _pixels_axis(ax, frame: pd.DataFrame) -> None:
+    ticks = sorted(frame["pixels"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([_resolution_label(frame, t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("feature map H x W (log scale)")
+
+
+def _resolution_label(frame: pd.DataFrame, pixels: int) -> str:
+    row = frame[frame["pixels"] == pixels].iloc[0]
+    return f"{row['height']}x{row['width']}"
+
+
+def _line_with_band(
+    ax,
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    low: str | None,
+    high: str | None,
+    colours: dict[str, str],
+) -> None:
+    marker_of = markers(colours)
+    for label in _ordered(frame["variant_label"]):
+        part = frame[frame["variant_label"] == label].sort_values(x)
+        dashes = _dashes(label)
+        (line,) = ax.plot(
+            part[x],
+            part[y],
+            marker=marker_of[label],
+            color=colours[label],
+            label=label,
+            markerfacecolor="none",
+            markeredgewidth=0.8,
+        )
+        if dashes:
+            line.set_dashes(dashes)
+        if low and high:
+            ax.fill_between(
+                part[x], part[low], part[high], color=colours[label], alpha=0.2, linewidth=0
+            )
+
+
+def _ordered(labels) -> list[str]:
+    labels = list(dict.fromkeys(labels))
+    refs = [r for r in REFERENCE_COLOURS if r in labels]
+    return refs + sorted(label for label in labels if label not in refs)
+
+
+def _legend_outside(fig: plt.Figure, axes, width_in: float) -> None:
+    """One legend below the panels, with every label any panel drew (in drawing order)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    columns = 2 if width_in <= COLUMN_WIDTH_IN else 4
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncol=columns,
+        frameon=False,
+    )
+
+
+def _figure(width_in: float, height_in: float, panels: int = 1, sharey: bool = True):
+    fig, axes = plt.subplots(
+        1, panels, figsize=(width_in, height_in), sharey=sharey, squeeze=False, layout="constrained"
+    )
+    return fig, list(axes[0])
+
+
+def _seconds_formatter(scale: float, unit: str):
+    return FuncFormatter(lambda v, _: f"{v * scale:g}")
+
+
+def latency_vs_resolution(
+    rows: pd.DataFrame, directory: Path, name: str, colours: dict[str, str]
+) -> list[Path]:
+    """Latency (median, 95% CI band) against H x W, log-log, a line per variant; the full-width
+    chart has a panel per channel count, the column chart shows the largest."""
+    paths = []
+    channels = sorted(rows["channels"].unique())
+    for width, panels, suffix in (
+        (FULL_WIDTH_IN, channels, "full"),
+        (COLUMN_WIDTH_IN, channels[-1:], "column"),
+    ):
+        with plt.rc_context(RC):
+            fig, axes = _figure(width, 2.6 if suffix == "full" else 3.0, len(panels))
+            for ax, c in zip(axes, panels, strict=True):
+                part = rows[rows["channels"] == c]
+                _line_with_band(
+                    ax,
+                    part,
+                    "pixels",
+                    "latency_median_s",
+                    "latency_ci_low_s",
+                    "latency_ci_high_s",
+                    colours,
+                )
+                _pixels_axis(ax, part)
+                ax.set_yscale("log")
+                ax.set_title(f"C = {c}")
+            axes[0].set_ylabel("latency, median (s, log scale)")
+            _legend_outside(fig, axes, width)
+            paths += _save(fig, directory, f"latency_vs_resolution_{name}_{suffix}")
+    return paths
+
+
+def memory_vs_resolution(
+    rows: pd.DataFrame, directory: Path, name: str, colours: dict[str, str]
+) -> list[Path]:
+    """Peak memory against H x W (log-log) per mode, at the largest channel count: eca_mha's
+    quadratic score matrix shows as the steeper slope of the naive attention."""
+    c = rows["channels"].max()
+    part = rows[(rows["channels"] == c) & (rows["peak_memory_bytes"] > 0)].copy()
+    part["peak_memory_mib"] = part["peak_memory_bytes"] / 2**20
+    modes = sorted(part["mode"].unique())
+    paths = []
+    for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
+        with plt.rc_context(RC):
+            shown = modes if suffix == "full" else modes[-1:]
+            fig, axes = _figure(width, 2.8 if suffix == "full" else 3.0, len(shown))
+            for ax, mode in zip(axes, shown, strict=True):
+                _line_with_band(
+                    ax, part[part["mode"] == mode], "pixels", "peak_memory_mib", None, None, colours
+                )
+                _pixels_axis(ax, part)
+                ax.set_yscale("log")
+                ax.set_title(f"{mode}, C = {c}")
+            axes[0].set_ylabel("peak memory above inputs (MiB, log)")
+            _legend_outside(fig, axes, width)
+            paths += _save(fig, directory, f"memory_vs_resolution_{name}_{suffix}")
+    return paths
+
+
+def roofline(
+    rows: pd.DataFrame,
+    ceilings: pd.Series | None,
+    directory: Path,
+    name: str,
+    colours: dict[str, str],
+) -> list[Path]:
+    """Arithmetic intensity (FLOPs/byte) against achieved FLOP/s, under the machine's copy
+    bandwidth and matmul ceilings measured in the same run."""
+    part = rows[(rows["flops"] > 0) & (rows["bytes_moved"] > 0)].copy()
+    part["intensity"] = part["flops"] / part["bytes_moved"]
+    part["achieved"] = part["flops"] / part["latency_median_s"]
+    paths = []
+    for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
+        with plt.rc_context(RC):
+            fig, (ax,) = _figure(width, 3.0 if suffix == "full" else 3.4)
+            marker_of = markers(colours)
+            for label in _ordered(part["variant_label"]):
+                sel = part[part["variant_label"] == label]
+                ax.scatter(
+                    sel["intensity"],
+                    sel["achieved"],
+                    s=12,
+                    marker=marker_of[label],
+                    facecolors="none",
+                    edgecolors=colours[label],
+                    linewidths=0.8,
+                    label=label,
+                )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if ceilings is not None:
+                bandwidth = ceilings["memory_bandwidth_bytes_per_s"]
+                peak = ceilings["peak_flops_per_s"]
+                ridge = peak / bandwidth  # the intensity where a kernel turns compute-bound
+                lo = part["intensity"].min() / 3
+                hi = max(part["intensity"].max(), ridge) * 3
+                x = np.logspace(np.log10(lo), np.log10(hi), 200)
+                ax.plot(
+                    x,
+                    np.minimum(bandwidth * x, peak),
+                    color="black",
+                    linewidth=1.2,
+                    label=f"ceiling: copy {bandwidth / 1e9:.0f} GB/s, matmul {peak / 1e9:.0f} GFLOP/s",
+                )
+            ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, log)")
+            ax.set_ylabel("achieved FLOP/s (log)")
+            ax.set_title(name.replace("_", " "))
+            _legend_outside(fig, [ax], width)
+            paths += _save(fig, directory, f"roofline_{name}_{suffix}")
+    return paths
+
+
+def network_overhead(
+    raw: pd.DataFrame, directory: Path, name: str, colours: dict[str, str]
+) -> list[Path]:
+    """Bars: each variant's cost over the plain backbone, in params, FLOPs and images/s."""
+    base = raw[raw["variant"] == "none"]
+    if base.empty:
+        return []
+    base = base.iloc[0]
+    others = raw[raw["variant"] != "none"]
+    records = []
+    for _, row in others.iterrows():
+        records.append((row["variant"], "params", 100 * (row["params"] / base["params"] - 1)))
+        records.append(
+            (row["variant"], "FLOPs", 100 * (row["forward_flops"] / base["forward_flops"] - 1))
+        )
+        for mode in ("infer", "train"):
+            column = f"{mode}_images_per_s"
+            if column in row and np.isfinite(row[column]) and np.isfinite(base[column]):
+                # slowdown: how much longer an image takes than on the plain backbone
+                records.append(
+                    (row["variant"], f"{mode} time", 100 * (base[column] / row[column] - 1))
+                )
+    frame = pd.DataFrame(records, columns=["variant", "metric", "overhead_percent"])
+    paths = []
+    for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
+        with plt.rc_context(RC):
+            fig, (ax,) = _figure(width, 2.6 if suffix == "full" else 3.0)
+            sns.barplot(
+                frame,
+                x="metric",
+                y="overhead_percent",
+                hue="variant",
+                ax=ax,
+                palette={v: colours.get(v, "#333333") for v in frame["variant"]},
+                saturation=1.0,
+            )  # the same colour as in every other chart
+            for container in ax.containers:  # values too small to see as bars still read
+                ax.bar_label(container, fmt="%.2g", fontsize=5, padding=1)
+            ax.set_xlabel("")
+            ax.set_ylabel("over the plain backbone (%)")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.legend_.remove()
+            _legend_outside(fig, [ax], width)
+            paths += _save(fig, directory, f"network_overhead_{name}_{suffix}")
+    return paths

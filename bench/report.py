@@ -1,0 +1,114 @@
+"""`python -m bench report RUN_DIR`: tables and charts from a run directory, and nothing else.
+
+The report reads only the run directory, so an old run can be re-reported at any time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots, tables
+from .results import RunDirectoryError, read_results
+
+
+def _ceilings(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "ceilings.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _ceiling_for(ceilings: pd.DataFrame | None, device: str, dtype: str) -> pd.Series | None:
+    if ceilings is None:
+        return None
+    match = ceilings[(ceilings["device"] == device) & (ceilings["dtype"] == dtype)]
+    return None if match.empty else match.iloc[0]
+
+
+def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
+    """Write tables/ and plots/ (and report.md, an index of them) into `run_dir`."""
+    run_dir = Path(run_dir)
+    results = read_results(run_dir)
+    if results.empty:
+        raise RunDirectoryError(f"{run_dir / 'results.csv'} holds no rows; nothing to report")
+    table_dir, plot_dir = run_dir / "tables", run_dir / "plots"
+    written: list[Path] = []
+    sections: list[str] = [f"# Report of {run_dir.name}", ""]
+    colours = plots.palette(results["variant_label"].dropna())
+    ceilings = _ceilings(run_dir)
+
+    blocks = tables.ok_rows(results)
+    for name, rows in tables.groups(blocks, tables.SETTING):
+        display, raw, unit = tables.latency_table(rows)
+        caption = (
+            f"Latency, median [IQR] in {unit}, batch {_batches(rows)}, {_setting(name)}; "
+            "digits shown to the 95% CI of the median."
+        )
+        written += tables.write_table(display, raw, table_dir, f"latency_{name}", caption)
+        if rows["role"].eq("variant").any() and rows["role"].eq("reference").any():
+            display, raw = tables.overhead_table(rows)
+            caption = (
+                f"Overhead, {_setting(name)}: added latency over identity, and latency as "
+                "a multiple of a same-shape 3x3 convolution and of a plain copy, measured "
+                "side by side in one run."
+            )
+            written += tables.write_table(display, raw, table_dir, f"overhead_{name}", caption)
+        sections += _section(f"Latency and overhead, {_setting(name)}", name, "latency", "overhead")
+        if charts:
+            written += plots.latency_vs_resolution(rows, plot_dir, name, colours)
+            device, dtype = rows["device"].iloc[0], rows["dtype"].iloc[0]
+            written += plots.roofline(
+                rows, _ceiling_for(ceilings, device, dtype), plot_dir, name, colours
+            )
+    for name, rows in tables.groups(blocks, ["device", "dtype", "memory_format", "compile"]):
+        display, raw = tables.cost_table(rows)
+        caption = (
+            f"Cost per block, {_setting(name)}: FLOPs (1 MAC = 2 FLOPs, elementwise work "
+            "included), MACs, bytes moved, parameters and peak memory above the inputs."
+        )
+        written += tables.write_table(display, raw, table_dir, f"cost_{name}", caption)
+        if charts:
+            written += plots.memory_vs_resolution(rows, plot_dir, name, colours)
+
+    network = tables.ok_rows(results, role="network")
+    for name, rows in tables.groups(
+        network, ["model", "device", "dtype", "memory_format", "compile"]
+    ):
+        display, raw = tables.network_table(rows)
+        caption = (
+            f"{_setting(name)}, batch {_batches(rows)}, {rows['height'].iloc[0]}x"
+            f"{rows['width'].iloc[0]}: params in millions of 10^6 and of 2^20 (the ECA-Net "
+            "paper's unit), forward GMACs and GFLOPs (10^9), images/s."
+        )
+        written += tables.write_table(display, raw, table_dir, f"network_{name}", caption)
+        if charts:
+            written += plots.network_overhead(raw, plot_dir, name, colours)
+
+    failed = tables.failures_table(results)
+    if not failed.empty:
+        written += tables.write_table(
+            failed, failed, table_dir, "failures", f"{len(failed)} cases did not run to completion."
+        )
+        sections += ["## Cases that did not complete", "", failed.to_markdown(index=False), ""]
+    index = run_dir / "report.md"
+    index.write_text("\n".join(sections + _listing(written, run_dir)) + "\n")
+    return [*written, index]
+
+
+def _batches(rows: pd.DataFrame) -> str:
+    return ", ".join(str(b) for b in sorted(rows["batch"].unique()))
+
+
+def _setting(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _section(title: str, name: str, *kinds: str) -> list[str]:
+    lines = [f"## {title}", ""]
+    lines += [f"- [{kind} table](tables/{kind}_{name}.md)" for kind in kinds]
+    return [*lines, ""]
+
+
+def _listing(paths: list[Path], run_dir: Path) -> list[str]:
+    pngs = [p for p in paths if p.suffix == ".png" and p.stem.endswith("_full")]
+    return ["## Charts", ""] + [f"![{p.stem}]({p.relative_to(run_dir)})" for p in pngs]

@@ -1,0 +1,219 @@
+import itertools
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench.plots import COLUMN_WIDTH_IN, DPI, FULL_WIDTH_IN
+from bench.report import report
+from bench.results import COLUMNS, RunDirectoryError
+from bench.runner import run_sweep
+from bench.spec import build_spec
+from bench.tables import decimals_for, format_measured
+
+
+def _row(**fields):
+    row = dict.fromkeys(COLUMNS, np.nan)
+    row.update(
+        run_id="r",
+        role="variant",
+        model="",
+        options="",
+        batch=2,
+        dtype="float32",
+        device="cpu",
+        memory_format="contiguous",
+        compile=False,
+        threads=2,
+        status="ok",
+        error="",
+        n_samples=20,
+        block_size=1,
+        stop_reason="ci_target",
+    )
+    row.update(fields)
+    row["variant_label"] = fields.get("variant_label", row["variant"])
+    return row
+
+
+def write_synthetic_run(run_dir):
+    """A run directory with known numbers: references, variants, a failure and networks."""
+    rows = []
+    base = {"identity": 1e-6, "copy": 1e-5, "conv3x3": 1e-3, "eca": 5e-5, "se": 4e-5}
+    for (variant, latency), channels, side, mode in itertools.product(
+        base.items(), (64, 128), (14, 28), ("infer", "train")
+    ):
+        scale = (side / 14) ** 2 * channels / 64 * (3 if mode == "train" else 1)
+        median = latency * scale
+        rows.append(_row(
+            case_id=f"{variant}-{channels}-{side}-{mode}", variant=variant,
+            role="variant" if variant in ("eca", "se") else "reference", channels=channels,
+            height=side, width=side, mode=mode, latency_median_s=median,
+            latency_iqr_s=0.02 * median, latency_ci_low_s=0.99 * median,
+            latency_ci_high_s=1.01 * median, latency_mean_s=median, latency_std_s=0.01 * median,
+            images_per_s=2 / median, flops=0 if variant == "identity" else int(1e6 * scale),
+            macs=int(1e5 * scale), bytes_read=int(4e5 * scale), bytes_written=int(4e5 * scale),
+            bytes_moved=int(8e5 * scale), peak_memory_bytes=int(2**20 * scale),
+            params={"eca": 3, "se": 580, "conv3x3": 36864}.get(variant, 0), seed=1,
+        ))  # fmt: skip
+    rows.append(
+        _row(
+            case_id="broken",
+            variant="cbam",
+            channels=64,
+            height=14,
+            width=14,
+            mode="infer",
+            status="error",
+            error="RuntimeError: kernel exploded",
+        )
+    )
+    for variant, params, images in (("none", 25_557_032, 100.0), ("eca", 25_557_118, 95.0)):
+        for mode in ("infer", "train"):
+            rows.append(_row(
+                case_id=f"net-{variant}-{mode}", role="network", model="resnet50",
+                variant=variant, channels=3, height=224, width=224, batch=8, mode=mode,
+                latency_median_s=8 / images, latency_ci_low_s=8 / images * 0.99,
+                latency_ci_high_s=8 / images * 1.01, latency_iqr_s=0.01,
+                images_per_s=images / (3 if mode == "train" else 1), params=params,
+                flops=8_217_634_280, macs=4_089_184_256, bytes_moved=10**9,
+                peak_memory_bytes=10**8,
+            ))  # fmt: skip
+    run_dir.mkdir(parents=True)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(run_dir / "results.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "device": "cpu",
+                "dtype": "float32",
+                "memory_bandwidth_bytes_per_s": 2e10,
+                "peak_flops_per_s": 3e11,
+                "copy_bytes": 2**28,
+                "matmul_n": 1024,
+                "threads": 2,
+            }
+        ]
+    ).to_csv(run_dir / "ceilings.csv", index=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory):
+    run_dir = write_synthetic_run(tmp_path_factory.mktemp("synthetic") / "run")
+    return run_dir, report(run_dir)
+
+
+def test_every_table_and_chart_is_written(synthetic_report):
+    run_dir, written = synthetic_report
+    names = {p.relative_to(run_dir).as_posix() for p in written}
+    for setting in ("cpu_float32_infer", "cpu_float32_train"):
+        for kind in ("latency", "overhead"):
+            for ext in ("md", "tex", "csv"):
+                assert f"tables/{kind}_{setting}.{ext}" in names
+        for chart in ("latency_vs_resolution", "roofline"):
+            for size, ext in itertools.product(("full", "column"), ("png", "pdf", "svg")):
+                assert f"plots/{chart}_{setting}_{size}.{ext}" in names
+    assert "tables/cost_cpu_float32.md" in names
+    assert "plots/memory_vs_resolution_cpu_float32_full.png" in names
+    assert "tables/network_resnet50_cpu_float32.tex" in names
+    assert "plots/network_overhead_resnet50_cpu_float32_column.pdf" in names
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_pngs_have_the_requested_width_at_300_dpi(synthetic_report):
+    _, written = synthetic_report
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert pngs
+    for png in pngs:
+        with Image.open(png) as image:
+            image.load()  # a truncated file fails here
+            width, height = image.size
+            dpi = image.info.get("dpi", (0, 0))[0]
+        expected = FULL_WIDTH_IN if png.stem.endswith("_full") else COLUMN_WIDTH_IN
+        assert width == round(expected * DPI), png.name
+        assert 0.5 * width / 3 < height < 1.5 * width, png.name
+        assert round(dpi) == DPI
+
+
+def test_pdfs_embed_type42_fonts_and_no_type3(synthetic_report):
+    _, written = synthetic_report
+    for pdf in (p for p in written if p.suffix == ".pdf"):
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF")
+        assert b"/FontFile2" in data, pdf.name  # embedded TrueType outlines (Type 42)
+        assert not re.search(rb"/Subtype\s*/Type3", data), pdf.name
+
+
+def test_markdown_and_latex_tables_hold_the_expected_rows(synthetic_report):
+    run_dir, _ = synthetic_report
+    md = (run_dir / "tables" / "latency_cpu_float32_infer.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("|")][2:]
+    assert len(rows) == 2 * 5  # 2 channel counts x (3 references + 2 variants)
+    # eca, C=64, 14x14: 50 us with a CI of +/-1% (0.5 us): one decimal place of microseconds
+    assert "in µs" in md
+    # and at 28x28, 200 us +/- 2 us: no decimals
+    assert re.search(r"\| 64 +\| eca +\| 50\.0 \[1\.0\] +\| 200 \[4\]", md)
+    tex = (run_dir / "tables" / "overhead_cpu_float32_infer.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert rule in tex
+    assert tex.count(r"\\") >= 2 * 2 * 2  # channels x resolutions x variants, plus the header
+    network = (run_dir / "tables" / "network_resnet50_cpu_float32.md").read_text()
+    assert "ResNet-50 + eca" in network and "25.557" in network and "24.373" in network
+    assert "4.089" in network  # GMACs
+
+
+def test_failed_cases_are_reported_not_fatal(synthetic_report):
+    run_dir, _ = synthetic_report
+    failures = (run_dir / "tables" / "failures.md").read_text()
+    assert "RuntimeError: kernel exploded" in failures and "cbam" in failures
+    assert "kernel exploded" in (run_dir / "report.md").read_text()
+
+
+def test_overhead_ratios_are_read_against_the_references_beside_them(synthetic_report):
+    run_dir, _ = synthetic_report
+    raw = pd.read_csv(run_dir / "tables" / "overhead_cpu_float32_infer.csv")
+    eca = raw[(raw.variant == "eca") & (raw.channels == 64) & (raw.height == 14)].iloc[0]
+    assert eca.ratio_vs_conv3x3 == pytest.approx(5e-5 / 1e-3)
+    assert eca.ratio_vs_copy == pytest.approx(5.0)
+    assert eca.added_vs_identity_s == pytest.approx(5e-5 - 1e-6)
+
+
+def test_report_of_a_tiny_real_run(tmp_path):
+    spec, _ = build_spec(None, overrides={
+        "variants": "eca,eca_mha", "channels": "16", "resolutions": "4,8", "batch_sizes": "1",
+        "timing": {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3},
+    })  # fmt: skip
+    run_sweep(spec, tmp_path / "run", quiet=True)
+    written = report(tmp_path / "run")
+    assert (tmp_path / "run" / "tables" / "latency_cpu_float32_train.md").exists()
+    assert any(p.name == "roofline_cpu_float32_infer_full.png" for p in written)
+
+
+def test_missing_or_malformed_run_directories_are_clear_errors(tmp_path):
+    with pytest.raises(RunDirectoryError, match="is not a directory"):
+        report(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirectoryError, match=r"no results\.csv"):
+        report(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(RunDirectoryError, match="lacks columns"):
+        report(bad)
+    cli = subprocess.run(
+        [sys.executable, "-m", "bench", "report", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 2 and "is not a directory" in cli.stderr
+
+
+@pytest.mark.parametrize(("half_width", "places"), [(0.5, 1), (0.05, 2), (3.0, 0), (0.0009, 4)])
+def test_digits_follow_the_confidence_interval(half_width, places):
+    assert decimals_for(half_width) == places
+    assert format_measured(12.3456789, half_width) == f"{12.3456789:.{places}f}"
