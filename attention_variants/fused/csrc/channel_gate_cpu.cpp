@@ -1,0 +1,279 @@
+// Fused channel-gate blocks (ECA, SE) for the CPU: pool -> gate -> scale with x hot in cache.
+//
+// Layouts: x is (B, C, H, W), either contiguous (a channel's H*W values are adjacent) or
+// channels_last (a pixel's C values are adjacent); H and W fold into one index of stride s_hw.
+// All arithmetic accumulates in float, whatever the storage dtype.
+#include <torch/extension.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+struct Layout {
+  int64_t B, C, HW, s_b, s_c, s_hw;
+  bool channels_last() const { return s_c == 1 && C > 1; }
+};
+
+Layout layout_of(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4, "expected a (B, C, H, W) tensor, got ", x.dim(), " dims");
+  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  TORCH_CHECK(x.is_contiguous() || cl, "x must be contiguous or channels_last");
+  const int64_t B = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  if (cl) return {B, C, HW, HW * C, 1, C};
+  return {B, C, HW, C * HW, HW, 1};
+}
+
+inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// Mean over H*W of channels [c0, c1) of sample b, into pooled[c].
+template <typename T>
+void pool_range(const T* x, const Layout& L, int64_t b, int64_t c0, int64_t c1, float* pooled) {
+  const T* xb = x + b * L.s_b;
+  const float inv = 1.0f / static_cast<float>(L.HW);
+  if (!L.channels_last()) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* row = xb + c * L.s_c;
+      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < L.HW; ++i) sum += static_cast<float>(row[i]);
+      pooled[c] = sum * inv;
+    }
+    return;
+  }
+  std::fill(pooled + c0, pooled + c1, 0.f);
+  for (int64_t i = 0; i < L.HW; ++i) {
+    const T* pixel = xb + i * L.s_hw;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) pooled[c] += static_cast<float>(pixel[c]);
+  }
+  for (int64_t c = c0; c < c1; ++c) pooled[c] *= inv;
+}
+
+// y[b, c] = x[b, c] * gate[c] + shift[c] for channels [c0, c1).
+template <typename T>
+void scale_range(const T* x, T* y, const Layout& L, int64_t b, int64_t c0, int64_t c1,
+                 const float* gate, const float* shift) {
+  const T* xb = x + b * L.s_b;
+  T* yb = y + b * L.s_b;
+  if (!L.channels_last()) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* in = xb + c * L.s_c;
+      T* out = yb + c * L.s_c;
+      const float g = gate[c], s = shift ? shift[c] : 0.f;
+#pragma omp simd
+      for (int64_t i = 0; i < L.HW; ++i) out[i] = static_cast<T>(static_cast<float>(in[i]) * g + s);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < L.HW; ++i) {
+    const T* in = xb + i * L.s_hw;
+    T* out = yb + i * L.s_hw;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c)
+      out[c] = static_cast<T>(static_cast<float>(in[c]) * gate[c] + (shift ? shift[c] : 0.f));
+  }
+}
+
+// ECA gate of channel c: sigmoid of the zero-padded 1-D convolution of the pooled values.
+inline float eca_gate(const float* pooled, int64_t C, int64_t c, const float* w, int64_t k) {
+  const int64_t half = k / 2;
+  float z = 0.f;
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t src = c + j - half;
+    if (src >= 0 && src < C) z += w[j] * pooled[src];
+  }
+  return sigmoid(z);
+}
+
+// Splits B samples x C channels into at least as many work items as threads.
+int64_t channel_chunk(const Layout& L) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_sample = std::max<int64_t>(1, (threads + L.B - 1) / L.B);
+  return std::max<int64_t>(1, (L.C + per_sample - 1) / per_sample);
+}
+
+template <typename T>
+void eca_forward_impl(const T* x, T* y, const Layout& L, const float* w, int64_t k,
+                      float* pooled, float* gate) {
+  const int64_t half = k / 2, chunk = channel_chunk(L);
+  const int64_t chunks = (L.C + chunk - 1) / chunk;
+  // channels_last: a pixel's channels are adjacent, so the whole chunk (a sample, when there
+  // are enough samples for every thread) is pooled in one streaming pass, gated, then scaled
+  const int64_t block = L.channels_last() ? chunk : 1;
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> window(L.C);  // this item's pooled values, halo included: no shared writes
+    float* pw = window.data();
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      const int64_t c1 = std::min(L.C, c0 + chunk);
+      float* gb = gate + b * L.C;
+      for (int64_t s0 = c0; s0 < c1; s0 += block) {
+        const int64_t s1 = std::min(c1, s0 + block);
+        if (block > 1) {
+          pool_range(x, L, b, std::max<int64_t>(0, s0 - half), std::min(L.C, s1 + half), pw);
+          for (int64_t c = s0; c < s1; ++c) gb[c] = eca_gate(pw, L.C, c, w, k);
+          scale_range(x, y, L, b, s0, s1, gb, nullptr);
+          continue;
+        }
+        // contiguous: a sliding window; channel c is scaled once channel c + half is pooled,
+        // `half` channels after c was read, so its second read hits L1/L2
+        if (s0 == c0) pool_range(x, L, b, std::max<int64_t>(0, c0 - half), std::min(L.C, c0 + half), pw);
+        if (s0 + half < L.C) pool_range(x, L, b, s0 + half, s0 + half + 1, pw);
+        gb[s0] = eca_gate(pw, L.C, s0, w, k);
+        scale_range(x, y, L, b, s0, s0 + 1, gb, nullptr);
+      }
+      std::copy(pw + c0, pw + c1, pooled + b * L.C + c0);
+    }
+  });
+}
+
+template <typename T>
+void se_forward_impl(const T* x, T* y, const Layout& L, const float* w1, const float* b1,
+                     const float* w2, const float* b2, int64_t hidden, float* pooled,
+                     float* gate) {
+  // the MLP mixes every channel, so a sample is pooled whole, gated, then scaled
+  at::parallel_for(0, L.B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(hidden);
+    for (int64_t b = begin; b < end; ++b) {
+      float* pb = pooled + b * L.C;
+      float* gb = gate + b * L.C;
+      pool_range(x, L, b, 0, L.C, pb);
+      for (int64_t j = 0; j < hidden; ++j) {
+        float acc = b1 ? b1[j] : 0.f;
+        const float* row = w1 + j * L.C;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < L.C; ++c) acc += row[c] * pb[c];
+        h[j] = std::max(acc, 0.f);
+      }
+      for (int64_t c = 0; c < L.C; ++c) {
+        float acc = b2 ? b2[c] : 0.f;
+        const float* row = w2 + c * hidden;
+        for (int64_t j = 0; j < hidden; ++j) acc += row[j] * h[j];
+        gb[c] = sigmoid(acc);
+      }
+      scale_range(x, y, L, b, 0, L.C, gb, nullptr);
+    }
+  });
+}
+
+template <typename T>
+void channel_dot_impl(const T* dy, const T* x, const Layout& L, float* out) {
+  const int64_t chunk = channel_chunk(L), chunks = (L.C + chunk - 1) / chunk;
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      const int64_t c1 = std::min(L.C, c0 + chunk);
+      float* ob = out + b * L.C;
+      if (!L.channels_last()) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const T* g = dy + b * L.s_b + c * L.s_c;
+          const T* v = x + b * L.s_b + c * L.s_c;
+          float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = 0; i < L.HW; ++i) acc += static_cast<float>(g[i]) * static_cast<float>(v[i]);
+          ob[c] = acc;
+        }
+        continue;
+      }
+      std::fill(ob + c0, ob + c1, 0.f);
+      for (int64_t i = 0; i < L.HW; ++i) {
+        const T* g = dy + b * L.s_b + i * L.s_hw;
+        const T* v = x + b * L.s_b + i * L.s_hw;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) ob[c] += static_cast<float>(g[c]) * static_cast<float>(v[c]);
+      }
+    }
+  });
+}
+
+template <typename T>
+void gate_input_grad_impl(const T* dy, T* dx, const Layout& L, const float* gate, const float* shift) {
+  const int64_t chunk = channel_chunk(L), chunks = (L.C + chunk - 1) / chunk;
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      scale_range(dy, dx, L, b, c0, std::min(L.C, c0 + chunk), gate + b * L.C, shift + b * L.C);
+    }
+  });
+}
+
+torch::Tensor float_contiguous(const torch::Tensor& t) {
+  return t.detach().to(torch::kFloat).contiguous();
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> eca_forward(torch::Tensor x, torch::Tensor weight) {
+  const Layout L = layout_of(x);
+  auto w = float_contiguous(weight).view({-1});
+  TORCH_CHECK(w.numel() % 2 == 1, "ECA kernel size must be odd, got ", w.numel());
+  auto y = torch::empty_like(x);
+  auto opts = x.options().dtype(torch::kFloat);
+  auto pooled = torch::empty({L.B, L.C}, opts);
+  auto gate = torch::empty({L.B, L.C}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_forward", [&] {
+    eca_forward_impl<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), L,
+                               w.const_data_ptr<float>(), w.numel(), pooled.mutable_data_ptr<float>(),
+                               gate.mutable_data_ptr<float>());
+  });
+  return {y, pooled, gate};
+}
+
+std::vector<torch::Tensor> se_forward(torch::Tensor x, torch::Tensor w1, c10::optional<torch::Tensor> b1,
+                                      torch::Tensor w2, c10::optional<torch::Tensor> b2) {
+  const Layout L = layout_of(x);
+  auto W1 = float_contiguous(w1), W2 = float_contiguous(w2);
+  const int64_t hidden = W1.size(0);
+  TORCH_CHECK(W1.size(1) == L.C && W2.size(0) == L.C && W2.size(1) == hidden,
+              "SE weights do not match ", L.C, " channels");
+  torch::Tensor B1 = b1 ? float_contiguous(*b1) : torch::Tensor();
+  torch::Tensor B2 = b2 ? float_contiguous(*b2) : torch::Tensor();
+  auto y = torch::empty_like(x);
+  auto opts = x.options().dtype(torch::kFloat);
+  auto pooled = torch::empty({L.B, L.C}, opts);
+  auto gate = torch::empty({L.B, L.C}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward", [&] {
+    se_forward_impl<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), L,
+                              W1.const_data_ptr<float>(), B1.defined() ? B1.const_data_ptr<float>() : nullptr,
+                              W2.const_data_ptr<float>(), B2.defined() ? B2.const_data_ptr<float>() : nullptr,
+                              hidden, pooled.mutable_data_ptr<float>(), gate.mutable_data_ptr<float>());
+  });
+  return {y, pooled, gate};
+}
+
+// sum over H*W of dy * x, per (b, c), in float: the gradient reaching the gate.
+torch::Tensor channel_dot(torch::Tensor dy, torch::Tensor x) {
+  const Layout L = layout_of(x);
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.strides() == x.strides(), "dy must match x's layout");
+  auto out = torch::empty({L.B, L.C}, x.options().dtype(torch::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_dot", [&] {
+    channel_dot_impl<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), L,
+                               out.mutable_data_ptr<float>());
+  });
+  return out;
+}
+
+// dx = dy * gate + dpooled / (H*W): the input gradient of x * gate(mean(x)).
+torch::Tensor gate_input_grad(torch::Tensor dy, torch::Tensor gate, torch::Tensor dpooled) {
+  const Layout L = layout_of(dy);
+  auto g = float_contiguous(gate), dp = float_contiguous(dpooled);
+  auto shift = dp / static_cast<double>(L.HW);
+  auto dx = torch::empty_like(dy);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "gate_input_grad", [&] {
+    gate_input_grad_impl<scalar_t>(dy.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), L,
+                                   g.const_data_ptr<float>(), shift.const_data_ptr<float>());
+  });
+  return dx;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("eca_forward", &eca_forward, "ECA pool -> conv1d -> sigmoid -> scale, fused");
+  m.def("se_forward", &se_forward, "SE pool -> MLP -> sigmoid -> scale, fused per sample");
+  m.def("channel_dot", &channel_dot, "sum over H*W of dy * x per (b, c)");
+  m.def("gate_input_grad", &gate_input_grad, "dy * gate + dpooled / (H*W)");
+}
