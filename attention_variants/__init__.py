@@ -6,7 +6,7 @@ m = av.create("eca", 256)   # an nn.Module; output shape == input shape
 av.info("se").options       # {'reduction': 16, 'bias': True}
 """
 
-from . import cbam, eca, eca_mha, identity, se  # noqa: F401  (importing registers the variants)
+from . import cbam, eca, eca_mha, fused, identity, se  # noqa: F401  (importing registers them)
 from .registry import (
     UnknownVariantError,
     VariantInfo,

@@ -256,6 +256,39 @@ for _name in (
     _FORMULAS[f"aten.{_name}"] = _sdpa_forward
     _FORMULAS[f"aten.{_name}_backward"] = _sdpa_backward
 
+# the fused gates of attention_variants.fused: the same arithmetic as their eager twins
+
+
+def _gate_common(x: torch.Tensor) -> tuple[int, int]:
+    b, c = x.shape[:2]
+    pool_and_scale = (x.numel() + b * c) + x.numel()  # mean (sum + divide), then the scale
+    return pool_and_scale + 4 * b * c, b * c  # + sigmoid; and B*C
+
+
+def _eca_gate(args, kwargs, out):
+    flops, bc = _gate_common(args[0])
+    k = args[1].numel()
+    return flops + 2 * bc * k, bc * k
+
+
+def _se_gate(args, kwargs, out):
+    x, w1, b1, _, b2 = args[:5]
+    flops, bc = _gate_common(x)
+    b, hidden = x.shape[0], w1.shape[0]
+    macs = 2 * bc * hidden
+    flops += 2 * macs + b * hidden  # two matmuls and the ReLU
+    flops += (b * hidden if b1 is not None else 0) + (bc if b2 is not None else 0)
+    return flops, macs
+
+
+_FORMULAS["attention_variants.eca_gate"] = _eca_gate
+_FORMULAS["attention_variants.se_gate"] = _se_gate
+_FORMULAS["attention_variants.channel_dot"] = lambda args, kwargs, out: (2 * args[0].numel(), 0)
+_FORMULAS["attention_variants.gate_input_grad"] = lambda args, kwargs, out: (
+    2 * args[0].numel() + args[2].numel(),  # multiply-add per element, dpooled / (H*W)
+    0,
+)
+
 # pure data movement or allocation: bytes are counted, no FLOPs, and they are not "unscored"
 _DATA_MOVEMENT = {
     "aten." + name

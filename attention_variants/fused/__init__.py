@@ -1,0 +1,44 @@
+"""Fused ECA and SE gates: the same parameters, math and state_dict as `eca` and `se`.
+
+On CPUs a C++/OpenMP extension (compiled on first use) pools, gates and scales while the data is
+in cache; on CUDA, Triton kernels (triton is optional: without it these variants raise a clear
+error on CUDA and still run on CPUs). Both are reached through custom ops, so torch.compile can
+trace them and the dispatcher sees them by name.
+"""
+
+from torch import Tensor
+
+from ..eca import ECA
+from ..registry import register
+from ..se import SqueezeExcite
+from .ops import backend, eca_gate, se_gate, triton_available
+
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+@register(
+    "eca_fused",
+    paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020 (fused kernels)",
+    devices=FUSED_DEVICES,
+)
+class ECAFused(ECA):
+    """ECA with pool, 1-D conv, sigmoid and scale fused; a drop-in for `eca` (same state_dict)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return eca_gate(x, self.conv.weight)[0]
+
+
+@register(
+    "se_fused",
+    paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018 (fused kernels)",
+    devices=FUSED_DEVICES,
+)
+class SqueezeExciteFused(SqueezeExcite):
+    """SE with pool, MLP, sigmoid and scale fused; a drop-in for `se` (same state_dict)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        mlp = self.mlp
+        return se_gate(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)[0]
+
+
+__all__ = ["ECAFused", "SqueezeExciteFused", "backend", "eca_gate", "se_gate", "triton_available"]
