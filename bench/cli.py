@@ -148,6 +148,41 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from .compare import CompareInputError, compare, markdown, parse_threshold
+
+    try:
+        result = compare(
+            args.base,
+            args.new,
+            threshold=parse_threshold(args.threshold),
+            alpha=args.alpha,
+            reference=None if args.absolute else args.reference,
+        )
+    except CompareInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = markdown(result)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text)
+    return result.exit_code
+
+
+def command_ab(args: argparse.Namespace, sweep_args: list[str]) -> int:
+    from .ab import run_ab
+
+    return run_ab(
+        args.base,
+        args.new,
+        sweep_args,
+        rounds=args.rounds,
+        out=args.out,
+        threshold=args.threshold,
+        alpha=args.alpha,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark attention blocks for CNNs."
@@ -162,9 +197,47 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", help="write tables and charts for a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(handler=command_report)
+    cmp = commands.add_parser("compare", help="gate NEW against BASE (exit 1 on a regression)")
+    cmp.add_argument("base", help="run directory, directory of runs, or pytest-benchmark JSON")
+    cmp.add_argument("new")
+    _add_gate_arguments(cmp)
+    cmp.add_argument(
+        "--absolute",
+        action="store_true",
+        help="compare raw times instead of times over the reference beside them",
+    )
+    cmp.add_argument("--reference", default="copy", help="the reference to divide by (copy)")
+    cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")
+    cmp.set_defaults(handler=command_compare)
+    ab = commands.add_parser(
+        "ab",
+        help="sweep two git revisions interleaved on this machine, then compare",
+        description="Unknown options are passed to `bench run` for both revisions.",
+    )
+    ab.add_argument("--base", required=True, help="git revision (or . for the working tree)")
+    ab.add_argument("--new", default=".", help="git revision (default: the working tree)")
+    ab.add_argument("--rounds", type=int, default=3, help="interleaved rounds per revision")
+    ab.add_argument("--out", metavar="DIR", help="where the rounds go (default: results/ab-<time>)")
+    _add_gate_arguments(ab)
+    ab.set_defaults(handler=None)
     return parser
 
 
+def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", default="10%", help="slowdown that counts (default 10%%)")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="significance level of the Mann-Whitney U test (default 0.01)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "ab":
+        return command_ab(args, unknown)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.handler(args)

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,14 @@ COLUMNS = [
     "stop_reason", "images_per_s", "flops", "macs", "bytes_read", "bytes_written",
     "bytes_moved", "peak_memory_bytes", "params", "unscored_ops", "seed", "wall_time_s",
 ]  # fmt: skip
-SAMPLE_COLUMNS = ["run_id", "case_id", "sample", "seconds_per_call", "block_size"]
+SAMPLE_COLUMNS = [
+    "run_id",
+    "case_id",
+    "sample",
+    "seconds_per_call",
+    "block_size",
+    "reference_seconds_per_call",
+]  # the paired copy's sample taken right after
 STATUSES = ("ok", "oom", "error", "skipped")
 
 
@@ -113,18 +119,19 @@ class RunDirectory:
         _append_csv(self.results_csv, COLUMNS, [row])
 
     def append_samples(
-        self, run_id: str, case_id: str, samples: Iterable[float], block_size: int
+        self,
+        run_id: str,
+        case_id: str,
+        samples: list[float],
+        block_size: int,
+        reference_samples: list[float] | None = None,
     ) -> None:
+        references = reference_samples or [""] * len(samples)
         rows = [
-            {
-                "run_id": run_id,
-                "case_id": case_id,
-                "sample": i,
-                "seconds_per_call": s,
-                "block_size": block_size,
-            }
-            for i, s in enumerate(samples)
-        ]
+            {"run_id": run_id, "case_id": case_id, "sample": i, "seconds_per_call": s,
+             "block_size": block_size, "reference_seconds_per_call": r}
+            for i, (s, r) in enumerate(zip(samples, references, strict=True))
+        ]  # fmt: skip
         _append_csv(self.samples_csv, SAMPLE_COLUMNS, rows)
 
     def append_ceilings(self, row: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from .profiling import profile_case, trace_name
 from .references import REFERENCES
 from .results import RunDirectory, new_run_id, read_results
 from .spec import Case, SweepSpec, _from_raw, expand
-from .timing import Measurement, measure, mode_fn
+from .timing import Measurement, combine, measure, mode_fn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -168,18 +168,23 @@ class CaseRunner:
         module, x = build_case(case)
         row["params"] = sum(p.numel() for p in module.parameters())
         timed = torch.compile(module) if case.compile else module
-        fn = mode_fn(case.mode, timed, x)
         budget = self.spec.timing
-        measurement = measure(
-            fn,
-            device=case.device,
-            threads=self.spec.threads,
-            warmup_s=budget.warmup_s,
-            min_time_s=budget.min_time_s,
-            max_time_s=budget.max_time_s,
-            target_ci=budget.target_ci,
-            min_samples=budget.min_samples,
-        )
+        rounds = []
+        for _ in range(budget.rounds):
+            # each round times a fresh copy of the input: where a tensor lands in memory moves
+            # cache-sized cases by several percent, and pooling rounds averages that out
+            x_round = x.clone()
+            reference = None
+            if budget.paired_reference and case.role == "variant":
+                reference = mode_fn(case.mode, REFERENCES["copy"](case.channels), x_round)
+            rounds.append(measure(
+                mode_fn(case.mode, timed, x_round), reference=reference, device=case.device,
+                threads=self.spec.threads, warmup_s=budget.warmup_s,
+                min_time_s=budget.min_time_s / budget.rounds,
+                max_time_s=budget.max_time_s / budget.rounds, target_ci=budget.target_ci,
+                min_samples=max(3, -(-budget.min_samples // budget.rounds)),
+            ))  # fmt: skip
+        measurement = combine(rounds)
         row.update(_latency_fields(measurement, case.batch))
         train = case.mode == "train"
         module.train(train)  # counts and memory of the eager module, in the timed mode
@@ -188,7 +193,11 @@ class CaseRunner:
         row.update(_count_fields(self._counts[case.shape_key]))
         row["peak_memory_bytes"] = peak_memory(module, x, backward=train)
         if self.spec.profile:
-            profile_case(fn, self.run_dir.traces / trace_name(case.label), device=case.device)
+            profile_case(
+                mode_fn(case.mode, timed, x),
+                self.run_dir.traces / trace_name(case.label),
+                device=case.device,
+            )
         return measurement
 
 
@@ -258,7 +267,11 @@ def run_sweep(
             run_dir.append_row(row)
             if measurement is not None:
                 run_dir.append_samples(
-                    run_id, case.case_id, measurement.samples_s, measurement.block_size
+                    run_id,
+                    case.case_id,
+                    measurement.samples_s,
+                    measurement.block_size,
+                    measurement.reference_samples_s,
                 )
             summary.statuses[row["status"]] += 1
             if row["status"] in ("error", "oom") and not quiet:

@@ -103,6 +103,10 @@ class TimingBudget:
     max_time_s: float = 1.0
     target_ci: float = 0.01
     min_samples: int = 10
+    # time each variant in alternation with a copy of its input: `bench compare` divides the
+    # pairs, which cancels the machine's drift
+    paired_reference: bool = True
+    rounds: int = 3  # the budget is split over this many fresh copies of the input
 
 
 @dataclass
@@ -579,6 +583,11 @@ def _timing(raw: dict[str, Any], problems: list[str]) -> TimingBudget:
             )
             continue
         kind = type(getattr(budget, key))
+        if kind is bool:
+            values = _booleans(f"timing.{key}", [value], problems)
+            if values:
+                setattr(budget, key, values[0])
+            continue
         try:
             number = kind(value)
             if (number <= 0 and key != "min_time_s") or number < 0:

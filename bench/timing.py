@@ -58,6 +58,7 @@ class Measurement:
     threads: int | None = None
     warmup_calls: int = 0
     stop_reason: str = ""
+    reference_samples_s: list[float] | None = None  # paired samples of a reference, if any
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,6 +105,25 @@ class Measurement:
 
     def __repr__(self) -> str:
         return f"Measurement({self.summary()})"
+
+
+def combine(measurements: Sequence[Measurement]) -> Measurement:
+    """One Measurement holding every sample of several (e.g. rounds on fresh inputs)."""
+    first = measurements[0]
+    samples = [s for m in measurements for s in m.samples_s]
+    references = None
+    if all(m.reference_samples_s is not None for m in measurements):
+        references = [s for m in measurements for s in m.reference_samples_s]
+    reasons = sorted({m.stop_reason for m in measurements})
+    return Measurement(
+        samples,
+        first.block_size,
+        first.device,
+        first.threads,
+        sum(m.warmup_calls for m in measurements),
+        "+".join(reasons),
+        references,
+    )
 
 
 @contextmanager
@@ -177,103 +197,68 @@ def _calibrate_block_size(
     return block_size, calls
 
 
-def _measure_cpu(
-    fn,
-    *,
-    warmup_s,
-    min_samples,
-    max_samples,
-    target_ci,
-    min_time_s,
-    max_time_s,
-    block_size,
-    min_block_s,
-) -> tuple[list[float], int, int, str]:
-    clock = time.perf_counter_ns
-    # warm-up: warmup_s seconds and at least one call; estimates the cost of one call
-    warmup_calls, start = 0, clock()
-    while warmup_calls < 1 or clock() - start < warmup_s * 1e9:
+def _warm_up(fn: Callable[[], Any], warmup_s: float, sync: Callable[[], None]) -> tuple[int, float]:
+    """Run `fn` for `warmup_s` (and at least once); returns (calls, nanoseconds per call)."""
+    calls, start = 0, time.perf_counter_ns()
+    while calls < 1 or time.perf_counter_ns() - start < warmup_s * 1e9:
         fn()
-        warmup_calls += 1
-    if block_size is None:
-        per_call_ns = (clock() - start) / warmup_calls
-        block_size, calibration_calls = _calibrate_block_size(fn, per_call_ns, min_block_s)
-        warmup_calls += calibration_calls
-    calls = range(block_size)
-    samples: list[float] = []
-    started = time.perf_counter()
-    while True:
-        begin = clock()
-        for _ in calls:
+        calls += 1
+    sync()
+    return calls, (time.perf_counter_ns() - start) / calls
+
+
+class _CpuTimer:
+    """Times `fn` in blocks sized so that reading the clock costs under 0.1% of a block."""
+
+    def __init__(self, fn, *, warmup_s: float, block_size: int | None, min_block_s: float):
+        self.fn = fn
+        self.warmup_calls, per_call_ns = _warm_up(fn, warmup_s, lambda: None)
+        if block_size is None:
+            block_size, calibration_calls = _calibrate_block_size(fn, per_call_ns, min_block_s)
+            self.warmup_calls += calibration_calls
+        self.block_size = block_size
+        self._calls = range(block_size)
+
+    def sample(self) -> float:
+        fn, begin = self.fn, time.perf_counter_ns()
+        for _ in self._calls:
             fn()
-        samples.append((clock() - begin) / block_size / 1e9)
-        reason = _stop_reason(
-            samples,
-            started,
-            min_samples=min_samples,
-            max_samples=max_samples,
-            target_ci=target_ci,
-            min_time_s=min_time_s,
-            max_time_s=max_time_s,
-        )
-        if reason:
-            return samples, block_size, warmup_calls, reason
+        return (time.perf_counter_ns() - begin) / self.block_size / 1e9
 
 
 def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
+    """A buffer twice the L2's size: zeroing it evicts whatever the last sample left there."""
     l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 2**26
     return torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device)
 
 
-def _measure_cuda(
-    fn,
-    device,
-    *,
-    warmup_s,
-    min_samples,
-    max_samples,
-    target_ci,
-    min_time_s,
-    max_time_s,
-    l2_flush,
-    cuda_graph,
-) -> tuple[list[float], int, int, str]:
-    torch.cuda.synchronize(device)
-    warmup_calls, start = 0, time.perf_counter()
-    while warmup_calls < 1 or time.perf_counter() - start < warmup_s:
-        fn()
-        warmup_calls += 1
-    torch.cuda.synchronize(device)
-    if cuda_graph:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+class _CudaTimer:
+    """Times one call between CUDA events, after an L2 flush outside the timed region."""
+
+    def __init__(self, fn, device, *, warmup_s: float, l2_flush: bool, cuda_graph: bool):
+        sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
+        sync()
+        self.warmup_calls, _ = _warm_up(fn, warmup_s, sync)
+        if cuda_graph:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            fn = graph.replay
             fn()
-        fn = graph.replay
-        fn()
-    flush = _l2_flush_buffer(device) if l2_flush else None
-    begin_event = torch.cuda.Event(enable_timing=True)
-    end_event = torch.cuda.Event(enable_timing=True)
-    samples: list[float] = []
-    started = time.perf_counter()
-    while True:
-        if flush is not None:
-            flush.zero_()  # evicts the L2, outside the timed region
-        begin_event.record()
-        fn()
-        end_event.record()
-        end_event.synchronize()
-        samples.append(begin_event.elapsed_time(end_event) / 1e3)
-        reason = _stop_reason(
-            samples,
-            started,
-            min_samples=min_samples,
-            max_samples=max_samples,
-            target_ci=target_ci,
-            min_time_s=min_time_s,
-            max_time_s=max_time_s,
-        )
-        if reason:
-            return samples, 1, warmup_calls, reason
+        self.fn = fn
+        self.block_size = 1
+        self.flush = _l2_flush_buffer(device) if l2_flush else None
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def sample(self) -> float:
+        if self.flush is not None:
+            self.flush.zero_()  # evicts the L2, outside the timed region
+        self.begin.record()
+        self.fn()
+        self.end.record()
+        self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1e3
 
 
 def measure(
@@ -291,6 +276,7 @@ def measure(
     min_block_s: float = 1e-4,
     l2_flush: bool = True,
     cuda_graph: bool = False,
+    reference: Callable[[], Any] | None = None,
 ) -> Measurement:
     """Time `fn()` for at least `min_time_s`, then until the median's 95% CI half-width is within
     `target_ci` (relative) or `max_time_s` has passed. Warm-up (compilation, autotuning) happens
@@ -299,6 +285,10 @@ def measure(
     CPU samples time blocks of `block_size` calls (chosen so a block lasts at least
     `min_block_s` and 1000x the clock's read cost); CUDA samples time one call each between
     CUDA events, after an L2 flush when `l2_flush`; `cuda_graph` replays a captured graph.
+
+    With `reference` (e.g. a plain copy of the same tensor), each sample of `fn` is followed by
+    one of `reference`: the pairs see the same moment of the machine, so their ratio cancels
+    the drift that separate runs cannot (`Measurement.reference_samples_s`).
     """
     device = torch.device(device)
     if not (target_ci > 0 and 0 <= min_time_s <= max_time_s and 1 <= min_samples <= max_samples):
@@ -308,37 +298,43 @@ def measure(
             f"min_time_s={min_time_s}, max_time_s={max_time_s}, "
             f"min_samples={min_samples}, max_samples={max_samples}"
         )
-    with thread_count(threads) as used_threads:
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"measure: device={str(device)!r} is not supported; allowed: cpu, cuda")
+
+    def timer(f):
         if device.type == "cuda":
-            samples, block, warmup_calls, reason = _measure_cuda(
-                fn,
-                device,
-                warmup_s=warmup_s,
+            return _CudaTimer(
+                f, device, warmup_s=warmup_s, l2_flush=l2_flush, cuda_graph=cuda_graph
+            )
+        return _CpuTimer(f, warmup_s=warmup_s, block_size=block_size, min_block_s=min_block_s)
+
+    with thread_count(threads) as used_threads:
+        main = timer(fn)
+        paired = None if reference is None else timer(reference)
+        samples: list[float] = []
+        reference_samples: list[float] = []
+        started = time.perf_counter()
+        while True:
+            samples.append(main.sample())
+            if paired is not None:
+                reference_samples.append(paired.sample())
+            reason = _stop_reason(
+                samples,
+                started,
                 min_samples=min_samples,
                 max_samples=max_samples,
                 target_ci=target_ci,
                 min_time_s=min_time_s,
                 max_time_s=max_time_s,
-                l2_flush=l2_flush,
-                cuda_graph=cuda_graph,
             )
-        elif device.type == "cpu":
-            samples, block, warmup_calls, reason = _measure_cpu(
-                fn,
-                warmup_s=warmup_s,
-                min_samples=min_samples,
-                max_samples=max_samples,
-                target_ci=target_ci,
-                min_time_s=min_time_s,
-                max_time_s=max_time_s,
-                block_size=block_size,
-                min_block_s=min_block_s,
-            )
-        else:
-            raise ValueError(
-                f"measure: device={str(device)!r} is not supported; allowed: cpu, cuda"
-            )
-    return Measurement(samples, block, str(device), used_threads, warmup_calls, reason)
+            if reason:
+                break
+    measurement = Measurement(
+        samples, main.block_size, str(device), used_threads, main.warmup_calls, reason
+    )
+    if paired is not None:
+        measurement.reference_samples_s = reference_samples
+    return measurement
 
 
 # ---- the two modes a sweep times -----------------------------------------------------------

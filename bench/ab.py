@@ -1,0 +1,97 @@
+"""Same-job A/B: sweep two git revisions in interleaved rounds on one machine, then compare.
+
+Baselines saved on another machine (or an hour ago on this one) differ by more than the changes
+worth catching; two revisions measured in turns, minutes apart on the same machine, do not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .compare import CompareInputError, compare, markdown, parse_threshold
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str, cwd: Path = REPOSITORY) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _checkout(revision: str, into: Path) -> Path:
+    """A detached worktree of `revision`, or the current working tree for '.'."""
+    if revision == ".":
+        return REPOSITORY
+    _git("worktree", "add", "--detach", str(into), revision)
+    return into
+
+
+def run_ab(
+    base: str,
+    new: str,
+    sweep_args: list[str],
+    *,
+    rounds: int = 3,
+    out: str | None = None,
+    threshold: str = "10%",
+    alpha: float = 0.01,
+) -> int:
+    """Run `bench run SWEEP_ARGS` for BASE and NEW, alternating, then `bench compare`."""
+    out_dir = Path(
+        out or REPOSITORY / "results" / f"ab-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    )
+    if any(flag in sweep_args for flag in ("--out", "--resume")):
+        print("error: bench ab chooses the run directories; drop --out/--resume", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
+        trees = {}
+        try:
+            for side, revision in (("base", base), ("new", new)):
+                trees[side] = _checkout(revision, Path(scratch) / side)
+            for round_index in range(rounds):
+                # alternate who goes first, so a steady drift favours neither
+                order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
+                for side in order:
+                    target = out_dir / side / f"round-{round_index + 1}"
+                    print(f"round {round_index + 1}/{rounds}: {side} ({trees[side]})", flush=True)
+                    command = [
+                        sys.executable,
+                        "-m",
+                        "bench",
+                        "run",
+                        *sweep_args,
+                        "--quiet",
+                        "--out",
+                        str(target),
+                    ]
+                    code = subprocess.run(command, cwd=trees[side]).returncode
+                    if code not in (0, 1):  # 1: some cases failed; still comparable
+                        print(f"error: the {side} sweep exited with {code}", file=sys.stderr)
+                        return 2
+        except subprocess.CalledProcessError as error:
+            print(f"error: git: {error.stderr.strip()}", file=sys.stderr)
+            return 2
+        finally:
+            for tree in trees.values():
+                if tree != REPOSITORY:
+                    subprocess.run(
+                        ["git", "worktree", "remove", "--force", str(tree)],
+                        cwd=REPOSITORY,
+                        capture_output=True,
+                    )
+    try:
+        result = compare(
+            out_dir / "base", out_dir / "new", threshold=parse_threshold(threshold), alpha=alpha
+        )
+    except CompareInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = markdown(result)
+    (out_dir / "compare.md").write_text(report)
+    print(report)
+    return result.exit_code

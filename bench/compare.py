@@ -1,0 +1,441 @@
+"""`python -m bench compare BASE NEW`: did NEW get slower (or hungrier) than BASE?
+
+BASE and NEW are run directories (or directories of run directories, as `bench ab` writes), or
+pytest-benchmark JSON files saved with ``--benchmark-save-data``. Cases are matched by key.
+
+Per case: the ratio of medians NEW / BASE with a bootstrap 95% confidence interval over the raw
+samples, and a two-sided Mann-Whitney U test (as asv does). A regression is a slowdown beyond the
+threshold AND significant at `alpha`; an improvement likewise. Time on a shared machine drifts by
+tens of percent within an hour, so by default every sample is divided by the copy of the same
+tensor timed right after it (or, without paired samples, by the run's copy reference): what is
+compared is "times the memory floor", which drift moves far less. A copy of a tensor that sits
+in cache is itself noisy, so a normalised verdict must also hold in raw time to count.
+``--absolute`` compares raw seconds only.
+FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is reported.
+
+Exit codes: 0 no regression, 1 regression, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from .results import RunDirectoryError, read_results, read_samples
+
+EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
+GROUP_KEYS = (
+    "batch",
+    "channels",
+    "height",
+    "width",
+    "dtype",
+    "device",
+    "mode",
+    "memory_format",
+    "compile",
+)
+BOOTSTRAP_RESAMPLES = 2000
+
+
+class CompareInputError(ValueError):
+    """BASE or NEW cannot be read, or they have nothing in common (exit code 2)."""
+
+
+@dataclass
+class Run:
+    """One run's cases (a row each, indexed by case key) and their raw samples (seconds)."""
+
+    cases: pd.DataFrame
+    samples: dict[str, np.ndarray]
+    source: str
+    paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
+
+
+@dataclass
+class Side:
+    runs: list[Run]
+    source: str
+
+    @property
+    def keys(self) -> list[str]:
+        keys: dict[str, None] = {}
+        for run in self.runs:
+            keys.update(dict.fromkeys(run.cases.index))
+        return list(keys)
+
+    def case(self, key: str) -> pd.Series:
+        for run in self.runs:
+            if key in run.cases.index:
+                return run.cases.loc[key]
+        raise KeyError(key)
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def _group(row: pd.Series) -> tuple:
+    return tuple(str(row.get(k, "")) for k in GROUP_KEYS)
+
+
+def _run_from_directory(path: Path) -> Run:
+    try:
+        results = read_results(path)
+        samples = read_samples(path)
+    except (RunDirectoryError, pd.errors.ParserError, OSError) as error:
+        raise CompareInputError(str(error)) from error
+    ok = results[results["status"] == "ok"].copy()
+    if ok.empty:
+        raise CompareInputError(f"{path}: no case with status ok")
+    ok["key"] = ok["case_id"].astype(str)
+    ok["label"] = [_label(row) for _, row in ok.iterrows()]
+    grouped = {k: g["seconds_per_call"].to_numpy(float) for k, g in samples.groupby("case_id")}
+    paired = {}
+    if "reference_seconds_per_call" in samples:
+        for k, g in samples.dropna(subset=["reference_seconds_per_call"]).groupby("case_id"):
+            if len(g) == len(grouped[k]):
+                paired[k] = g["reference_seconds_per_call"].to_numpy(float)
+    return Run(
+        ok.set_index("key"), {k: grouped.get(k, np.array([])) for k in ok["key"]}, str(path), paired
+    )
+
+
+def _label(row: pd.Series) -> str:
+    what = (
+        f"{row['model']}+{row['variant_label']}"
+        if isinstance(row.get("model"), str) and row.get("model")
+        else row["variant_label"]
+    )
+    fmt = "" if row.get("memory_format", "contiguous") == "contiguous" else " cl"
+    return (
+        f"{what} b{row['batch']} c{row['channels']} {row['height']}x{row['width']} "
+        f"{row['dtype']} {row['device']} {row['mode']}{fmt}"
+    )
+
+
+def _run_from_json(path: Path) -> Run:
+    try:
+        data = json.loads(path.read_text())
+        benchmarks = data["benchmarks"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise CompareInputError(f"{path}: not a pytest-benchmark JSON file ({error})") from error
+    rows, samples = [], {}
+    for bench in benchmarks:
+        stats = bench.get("stats", {})
+        if "data" not in stats:
+            raise CompareInputError(
+                f"{path}: {bench.get('fullname')} has no raw samples; save the JSON with "
+                "pytest --benchmark-json=FILE --benchmark-save-data"
+            )
+        info = bench.get("extra_info", {})
+        key = bench.get("fullname") or bench["name"]
+        row = {
+            "key": key,
+            "label": bench.get("name", key),
+            "role": info.get("role", "variant"),
+            "variant_label": info.get("variant", bench.get("name")),
+        }
+        row.update({k: info.get(k, "") for k in GROUP_KEYS})
+        row.update({m: info.get(m) for m in EXACT_METRICS})
+        rows.append(row)
+        samples[key] = np.asarray(stats["data"], dtype=float)
+    if not rows:
+        raise CompareInputError(f"{path}: holds no benchmarks")
+    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path))
+
+
+def load_side(path: str | Path) -> Side:
+    """A run directory, a directory of run directories, or a pytest-benchmark JSON file."""
+    path = Path(path)
+    if path.is_file():
+        return Side([_run_from_json(path)], str(path))
+    if not path.is_dir():
+        raise CompareInputError(f"{path}: no such file or directory")
+    if (path / "results.csv").exists():
+        return Side([_run_from_directory(path)], str(path))
+    runs = [_run_from_directory(d) for d in sorted(path.iterdir()) if (d / "results.csv").exists()]
+    if not runs:
+        raise CompareInputError(f"{path}: neither a run directory nor a directory of them")
+    return Side(runs, str(path))
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def _reference_medians(run: Run, reference: str) -> dict[tuple, float]:
+    refs = run.cases[run.cases["variant_label"] == reference]
+    return {
+        _group(row): float(np.median(run.samples[key]))
+        for key, row in refs.iterrows()
+        if len(run.samples.get(key, []))
+    }
+
+
+def case_samples(side: Side, key: str, reference: str | None) -> tuple[np.ndarray, bool]:
+    """The case's samples from every run of the side; divided by each run's reference median
+    when `reference` is given and present. Returns (samples, normalised)."""
+    parts, normalised = [], reference is not None
+    for run in side.runs:
+        if key not in run.cases.index:
+            continue
+        samples = run.samples.get(key, np.array([]))
+        if reference is not None and key in run.paired_references:
+            # each sample over the copy timed right after it: the same moment of the machine
+            samples = samples / run.paired_references[key]
+        elif reference is not None:
+            anchor = _reference_medians(run, reference).get(_group(run.cases.loc[key]))
+            if anchor is None:
+                normalised = False
+            else:
+                samples = samples / anchor
+        parts.append(samples)
+    return (np.concatenate(parts) if parts else np.array([])), normalised
+
+
+def bootstrap_ratio_ci(
+    base: np.ndarray,
+    new: np.ndarray,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of median(new) / median(base)."""
+    rng = np.random.default_rng(seed)
+    b = np.median(rng.choice(base, size=(resamples, base.size)), axis=1)
+    n = np.median(rng.choice(new, size=(resamples, new.size)), axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(n / b, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass
+class CaseComparison:
+    key: str
+    label: str
+    verdict: str  # regression, improvement, unchanged, insufficient
+    ratio: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    p_value: float = float("nan")
+    base_median: float = float("nan")
+    new_median: float = float("nan")
+    normalised: bool = False
+    n_base: int = 0
+    n_new: int = 0
+    absolute_ratio: float = float("nan")  # new / base of raw times, when `ratio` is normalised
+
+
+def compare_samples(
+    base: np.ndarray, new: np.ndarray, *, threshold: float, alpha: float
+) -> tuple[str, float, float, float, float]:
+    """(verdict, ratio, ci_low, ci_high, p) for two sample sets."""
+    if base.size < 3 or new.size < 3:
+        return "insufficient", float("nan"), float("nan"), float("nan"), float("nan")
+    ratio = float(np.median(new) / np.median(base))
+    low, high = bootstrap_ratio_ci(base, new)
+    p_value = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    significant = p_value < alpha
+    if significant and ratio > 1 + threshold:
+        verdict = "regression"
+    elif significant and ratio < 1 / (1 + threshold):
+        verdict = "improvement"
+    else:
+        verdict = "unchanged"
+    return verdict, ratio, low, high, p_value
+
+
+@dataclass
+class Comparison:
+    base: Side
+    new: Side
+    threshold: float
+    alpha: float
+    reference: str | None
+    cases: list[CaseComparison] = field(default_factory=list)
+    exact_changes: list[dict[str, Any]] = field(default_factory=list)
+    only_base: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    drift: float = float("nan")  # new / base of the reference itself: the machine's drift
+
+    @property
+    def regressions(self) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict == "improvement"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+
+def compare(
+    base_path: str | Path,
+    new_path: str | Path,
+    *,
+    threshold: float = 0.10,
+    alpha: float = 0.01,
+    reference: str | None = "copy",
+) -> Comparison:
+    """Compare two sides case by case (see the module docstring)."""
+    if not threshold > 0 or not 0 < alpha < 1:
+        raise CompareInputError(
+            f"threshold={threshold} and alpha={alpha}: allowed: threshold > 0, 0 < alpha < 1"
+        )
+    base, new = load_side(base_path), load_side(new_path)
+    base_keys, new_keys = base.keys, new.keys
+    common = [k for k in base_keys if k in set(new_keys)]
+    if not common:
+        raise CompareInputError(f"{base.source} and {new.source} have no case in common")
+    result = Comparison(base, new, threshold, alpha, reference)
+    result.only_base = [base.case(k)["label"] for k in base_keys if k not in set(new_keys)]
+    result.only_new = [new.case(k)["label"] for k in new_keys if k not in set(base_keys)]
+    drifts = []
+    for key in common:
+        row_base, row_new = base.case(key), new.case(key)
+        _exact_changes(result, row_base, row_new)
+        if row_base.get("role") == "reference":
+            # references measure the machine, not the code: not gated, but they show its drift
+            if row_base["variant_label"] == (reference or "copy"):
+                b, _ = case_samples(base, key, None)
+                n, _ = case_samples(new, key, None)
+                if b.size and n.size:
+                    drifts.append(np.median(n) / np.median(b))
+            continue
+        b, b_norm = case_samples(base, key, reference)
+        n, n_norm = case_samples(new, key, reference)
+        verdict, ratio, low, high, p = compare_samples(b, n, threshold=threshold, alpha=alpha)
+        absolute_ratio = float("nan")
+        if b_norm and n_norm:
+            # the reference is noisy where the tensor sits in cache: a verdict must hold in raw
+            # time too, so neither the reference's noise nor the machine's drift alone can flag
+            raw_b, _ = case_samples(base, key, None)
+            raw_n, _ = case_samples(new, key, None)
+            raw_verdict, absolute_ratio, *_ = compare_samples(
+                raw_b, raw_n, threshold=threshold, alpha=alpha
+            )
+            if raw_verdict != verdict and verdict in ("regression", "improvement"):
+                verdict = "unchanged"
+        result.cases.append(CaseComparison(
+            key, row_base["label"], verdict, ratio, low, high, p,
+            float(np.median(b)) if b.size else float("nan"),
+            float(np.median(n)) if n.size else float("nan"),
+            b_norm and n_norm, b.size, n.size, absolute_ratio,
+        ))  # fmt: skip
+    if drifts:
+        result.drift = float(np.median(drifts))
+    return result
+
+
+def _exact_changes(result: Comparison, row_base: pd.Series, row_new: pd.Series) -> None:
+    for metric in EXACT_METRICS:
+        before, after = row_base.get(metric), row_new.get(metric)
+        if before is None or after is None or pd.isna(before) or pd.isna(after):
+            continue
+        if float(before) != float(after):
+            result.exact_changes.append(
+                {"case": row_base["label"], "metric": metric, "base": before, "new": after}
+            )
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+def _case_table(cases: list[CaseComparison]) -> str:
+    rows = [{
+        "case": c.label,
+        "base": _format_time(c.base_median, c.normalised),
+        "new": _format_time(c.new_median, c.normalised),
+        "new / base [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
+        "raw time new / base": "-" if not np.isfinite(c.absolute_ratio) else f"{c.absolute_ratio:.3f}",
+        "p (Mann-Whitney)": f"{c.p_value:.2g}",
+        "samples": f"{c.n_base} / {c.n_new}",
+    } for c in cases]  # fmt: skip
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _format_time(value: float, normalised: bool) -> str:
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:.3f}x copy" if normalised else f"{value * 1e6:.1f} us"
+
+
+def markdown(result: Comparison) -> str:
+    gated = [c for c in result.cases if c.verdict != "insufficient"]
+    how = (
+        f"each case divided by the `{result.reference}` reference measured beside it"
+        if result.reference
+        else "absolute times"
+    )
+    verdict = (
+        f"**{len(result.regressions)} regression(s)**"
+        if result.regressions
+        else "**no regression**"
+    )
+    lines = [
+        "## Performance comparison",
+        "",
+        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} cases "
+        f"({how}; a regression is slower by more than {result.threshold:.0%} with "
+        f"p < {result.alpha:g}); {len(result.improvements)} improvement(s).",
+    ]
+    if np.isfinite(result.drift):
+        lines += [
+            "",
+            f"Machine drift: the `{result.reference}` reference itself ran "
+            f"{result.drift:.2f}x as long in NEW as in BASE (median over shapes); "
+            "normalisation takes this out.",
+        ]
+    for title, cases in (
+        ("Regressions", result.regressions),
+        ("Improvements", result.improvements),
+    ):
+        if cases:
+            lines += ["", f"### {title}", "", _case_table(cases)]
+    if result.exact_changes:
+        lines += [
+            "",
+            "### Exact metrics that changed",
+            "",
+            pd.DataFrame(result.exact_changes).to_markdown(index=False),
+        ]
+    for title, labels in (
+        ("Only in BASE (not compared)", result.only_base),
+        ("Only in NEW (not compared)", result.only_new),
+    ):
+        if labels:
+            lines += ["", f"### {title}", ""] + [f"- {label}" for label in labels]
+    insufficient = [c.label for c in result.cases if c.verdict == "insufficient"]
+    if insufficient:
+        lines += ["", "### Too few samples to test (fewer than 3 on a side)", ""]
+        lines += [f"- {label}" for label in insufficient]
+    others = [c for c in result.cases if c.verdict == "unchanged"]
+    if others:
+        lines += [
+            "",
+            "<details><summary>All unchanged cases</summary>",
+            "",
+            _case_table(others),
+            "",
+            "</details>",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_threshold(text: str) -> float:
+    """``10%`` or ``0.1`` -> 0.1."""
+    text = str(text).strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise CompareInputError(
+            f"--threshold {text!r}: allowed: a percentage like 10% or a fraction like 0.1"
+        ) from None
