@@ -184,6 +184,8 @@ class CaseRunner:
                 max_time_s=budget.max_time_s / budget.rounds, target_ci=budget.target_ci,
                 min_samples=max(3, -(-budget.min_samples // budget.rounds)),
             ))  # fmt: skip
+            if rounds[-1].n < 10:
+                break  # calls this slow are not cache-sized: spend the budget on samples
         measurement = combine(rounds)
         row.update(_latency_fields(measurement, case.batch))
         train = case.mode == "train"

@@ -3,10 +3,12 @@
 // Layouts: x is (B, C, H, W), either contiguous (a channel's H*W values are adjacent) or
 // channels_last (a pixel's C values are adjacent); H and W fold into one index of stride s_hw.
 // All arithmetic accumulates in float, whatever the storage dtype.
-#include <torch/extension.h>
-
+// Registered as torch ops (torch.ops.attention_variants_cpu.*) with ATen headers only: no
+// pybind11 and no torch/extension.h, which keeps the first-use build to a few seconds.
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,7 +21,7 @@ struct Layout {
   bool channels_last() const { return s_c == 1 && C > 1; }
 };
 
-Layout layout_of(const torch::Tensor& x) {
+Layout layout_of(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "expected a (B, C, H, W) tensor, got ", x.dim(), " dims");
   const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
   TORCH_CHECK(x.is_contiguous() || cl, "x must be contiguous or channels_last");
@@ -202,20 +204,20 @@ void gate_input_grad_impl(const T* dy, T* dx, const Layout& L, const float* gate
   });
 }
 
-torch::Tensor float_contiguous(const torch::Tensor& t) {
-  return t.detach().to(torch::kFloat).contiguous();
+at::Tensor float_contiguous(const at::Tensor& t) {
+  return t.detach().to(at::kFloat).contiguous();
 }
 
 }  // namespace
 
-std::vector<torch::Tensor> eca_forward(torch::Tensor x, torch::Tensor weight) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> eca_forward(const at::Tensor& x, const at::Tensor& weight) {
   const Layout L = layout_of(x);
   auto w = float_contiguous(weight).view({-1});
   TORCH_CHECK(w.numel() % 2 == 1, "ECA kernel size must be odd, got ", w.numel());
-  auto y = torch::empty_like(x);
-  auto opts = x.options().dtype(torch::kFloat);
-  auto pooled = torch::empty({L.B, L.C}, opts);
-  auto gate = torch::empty({L.B, L.C}, opts);
+  auto y = at::empty_like(x);
+  auto opts = x.options().dtype(at::kFloat);
+  auto pooled = at::empty({L.B, L.C}, opts);
+  auto gate = at::empty({L.B, L.C}, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_forward", [&] {
     eca_forward_impl<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), L,
                                w.const_data_ptr<float>(), w.numel(), pooled.mutable_data_ptr<float>(),
@@ -224,19 +226,20 @@ std::vector<torch::Tensor> eca_forward(torch::Tensor x, torch::Tensor weight) {
   return {y, pooled, gate};
 }
 
-std::vector<torch::Tensor> se_forward(torch::Tensor x, torch::Tensor w1, c10::optional<torch::Tensor> b1,
-                                      torch::Tensor w2, c10::optional<torch::Tensor> b2) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward(const at::Tensor& x, const at::Tensor& w1,
+                                                          const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                                                          const std::optional<at::Tensor>& b2) {
   const Layout L = layout_of(x);
   auto W1 = float_contiguous(w1), W2 = float_contiguous(w2);
   const int64_t hidden = W1.size(0);
   TORCH_CHECK(W1.size(1) == L.C && W2.size(0) == L.C && W2.size(1) == hidden,
               "SE weights do not match ", L.C, " channels");
-  torch::Tensor B1 = b1 ? float_contiguous(*b1) : torch::Tensor();
-  torch::Tensor B2 = b2 ? float_contiguous(*b2) : torch::Tensor();
-  auto y = torch::empty_like(x);
-  auto opts = x.options().dtype(torch::kFloat);
-  auto pooled = torch::empty({L.B, L.C}, opts);
-  auto gate = torch::empty({L.B, L.C}, opts);
+  at::Tensor B1 = b1 ? float_contiguous(*b1) : at::Tensor();
+  at::Tensor B2 = b2 ? float_contiguous(*b2) : at::Tensor();
+  auto y = at::empty_like(x);
+  auto opts = x.options().dtype(at::kFloat);
+  auto pooled = at::empty({L.B, L.C}, opts);
+  auto gate = at::empty({L.B, L.C}, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward", [&] {
     se_forward_impl<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), L,
                               W1.const_data_ptr<float>(), B1.defined() ? B1.const_data_ptr<float>() : nullptr,
@@ -247,10 +250,10 @@ std::vector<torch::Tensor> se_forward(torch::Tensor x, torch::Tensor w1, c10::op
 }
 
 // sum over H*W of dy * x, per (b, c), in float: the gradient reaching the gate.
-torch::Tensor channel_dot(torch::Tensor dy, torch::Tensor x) {
+at::Tensor channel_dot(const at::Tensor& dy, const at::Tensor& x) {
   const Layout L = layout_of(x);
   TORCH_CHECK(dy.sizes() == x.sizes() && dy.strides() == x.strides(), "dy must match x's layout");
-  auto out = torch::empty({L.B, L.C}, x.options().dtype(torch::kFloat));
+  auto out = at::empty({L.B, L.C}, x.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_dot", [&] {
     channel_dot_impl<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), L,
                                out.mutable_data_ptr<float>());
@@ -259,11 +262,11 @@ torch::Tensor channel_dot(torch::Tensor dy, torch::Tensor x) {
 }
 
 // dx = dy * gate + dpooled / (H*W): the input gradient of x * gate(mean(x)).
-torch::Tensor gate_input_grad(torch::Tensor dy, torch::Tensor gate, torch::Tensor dpooled) {
+at::Tensor gate_input_grad(const at::Tensor& dy, const at::Tensor& gate, const at::Tensor& dpooled) {
   const Layout L = layout_of(dy);
   auto g = float_contiguous(gate), dp = float_contiguous(dpooled);
   auto shift = dp / static_cast<double>(L.HW);
-  auto dx = torch::empty_like(dy);
+  auto dx = at::empty_like(dy);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "gate_input_grad", [&] {
     gate_input_grad_impl<scalar_t>(dy.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), L,
                                    g.const_data_ptr<float>(), shift.const_data_ptr<float>());
@@ -271,9 +274,10 @@ torch::Tensor gate_input_grad(torch::Tensor dy, torch::Tensor gate, torch::Tenso
   return dx;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("eca_forward", &eca_forward, "ECA pool -> conv1d -> sigmoid -> scale, fused");
-  m.def("se_forward", &se_forward, "SE pool -> MLP -> sigmoid -> scale, fused per sample");
-  m.def("channel_dot", &channel_dot, "sum over H*W of dy * x per (b, c)");
-  m.def("gate_input_grad", &gate_input_grad, "dy * gate + dpooled / (H*W)");
+TORCH_LIBRARY(attention_variants_cpu, m) {
+  m.def("eca_forward(Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)", &eca_forward);
+  m.def("se_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> (Tensor, Tensor, Tensor)",
+        &se_forward);
+  m.def("channel_dot(Tensor dy, Tensor x) -> Tensor", &channel_dot);
+  m.def("gate_input_grad(Tensor dy, Tensor gate, Tensor dpooled) -> Tensor", &gate_input_grad);
 }
