@@ -289,6 +289,29 @@ _FORMULAS["attention_variants.gate_input_grad"] = lambda args, kwargs, out: (
     0,
 )
 
+
+def _eca_backward(args, kwargs, out):
+    dy, weight = args[0], args[2]
+    b, c = dy.shape[:2]
+    bc, k = b * c, weight.numel()
+    # sum dy*x, sigmoid gradient, the k-tap transpose and weight gradient, dx = dy*g + dp/HW
+    return 2 * dy.numel() + 3 * bc + 4 * bc * k + 2 * dy.numel() + bc, 2 * bc * k
+
+
+def _se_backward(args, kwargs, out):
+    dy, w1, b1 = args[0], args[2], args[3]
+    b, c = dy.shape[:2]
+    bc, hidden = b * c, w1.shape[0]
+    macs = 5 * bc * hidden  # pre-activation recomputed, dW2, dhidden, dW1, dpooled
+    flops = (
+        2 * dy.numel() + 3 * bc + 2 * macs + 2 * b * hidden + (b * hidden if b1 is not None else 0)
+    )
+    return flops + b * hidden + bc + 2 * dy.numel() + bc, macs  # sums, then dx
+
+
+_FORMULAS["attention_variants_cpu.eca_backward"] = _eca_backward
+_FORMULAS["attention_variants_cpu.se_backward"] = _se_backward
+
 # pure data movement or allocation: bytes are counted, no FLOPs, and they are not "unscored"
 _DATA_MOVEMENT = {
     "aten." + name

@@ -114,11 +114,13 @@ def test_counting_scores_the_fused_ops_like_their_eager_twins():
         assert (fused_counts.flops, fused_counts.macs) == (eager_counts.flops, eager_counts.macs)
         # one read of x and one write of y (plus the tiny gate vectors): the fused ideal
         assert fused_counts.bytes_moved < 1.1 * 2 * x.numel() * 4 < eager_counts.bytes_moved
-    backward = count(av.create("eca_fused", 64), x, backward=True)
-    assert {"attention_variants.channel_dot", "attention_variants.gate_input_grad"} <= set(
-        backward.by_op
-    )
-    assert not backward.unscored_ops
+    for name in ("eca", "se"):
+        forward = count(av.create(f"{name}_fused", 64), x)
+        backward = count(av.create(f"{name}_fused", 64), x, backward=True)
+        assert f"attention_variants_cpu.{name}_backward" in backward.by_op  # one C++ call
+        assert not backward.unscored_ops
+        # the backward reads dy and x, then dy again, and writes dx: about three passes more
+        assert backward.bytes_moved > 2.5 * forward.bytes_moved
 
 
 def test_fused_variants_drop_into_backbones():

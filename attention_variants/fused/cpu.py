@@ -26,6 +26,7 @@ def extension():
             is_python_module=False,
             verbose=False,
         )
+        _register_fakes()
         return torch.ops.attention_variants_cpu
     except Exception as error:  # no compiler, no ninja, a broken toolchain
         raise RuntimeError(
@@ -33,3 +34,17 @@ def extension():
             f"{type(error).__name__}: {error}. They need a C++ compiler with OpenMP and ninja "
             "(pip install ninja)."
         ) from error
+
+
+def _register_fakes() -> None:
+    """Shapes of the one-call backward ops, so torch.compile can trace the fused backward."""
+    import torch
+
+    @torch.library.register_fake("attention_variants_cpu::eca_backward")
+    def _(dy, x, weight, pooled, gate, dgate_extra, dpooled_extra):
+        return torch.empty_like(dy), torch.empty_like(weight)
+
+    @torch.library.register_fake("attention_variants_cpu::se_backward")
+    def _(dy, x, w1, b1, w2, b2, pooled, gate, dgate_extra, dpooled_extra):
+        like = lambda t: None if t is None else torch.empty_like(t)  # noqa: E731
+        return torch.empty_like(dy), like(w1), like(b1), like(w2), like(b2)

@@ -115,18 +115,22 @@ def _eca_setup(ctx, inputs, output):
 
 def _eca_backward(ctx, dy, dpooled_out, dgate_out):
     x, weight, pooled, gate = ctx.saved_tensors
+    dy = _like_x(dy, x)
+    kernels = backend(x.device)
+    if hasattr(kernels, "eca_backward"):  # the CPU library: one call, no Python in between
+        return kernels.eca_backward(dy, x, weight, pooled, gate, dgate_out, dpooled_out)
     dgate = channel_dot(dy, x)
     if dgate_out is not None:
         dgate = dgate + dgate_out
-    dz = _sigmoid_grad(dgate, gate)[:, None, :]
-    w = weight.detach().float().reshape(1, 1, -1)
-    half = w.shape[-1] // 2
-    # the transposed 1-D convolution carries the gate's gradient back to the pooled means
-    dpooled = F.conv_transpose1d(dz, w, padding=half)[:, 0, :]
+    dz = _sigmoid_grad(dgate, gate)
+    w = weight.detach().float().reshape(-1)
+    half = w.numel() // 2
+    # z[c] = sum_j w[j] pooled[c + j - half]; on (B, C) vectors, windows beat a tiny conv call
+    dpooled = F.pad(dz, (half, half)).unfold(1, w.numel(), 1) @ w.flip(0)
     if dpooled_out is not None:
         dpooled = dpooled + dpooled_out
-    dweight = torch.nn.grad.conv1d_weight(pooled[:, None, :], w.shape, dz, padding=half)
-    dx = gate_input_grad(dy, gate, dpooled) if ctx.needs_input_grad[0] else None
+    dweight = torch.einsum("bc,bck->k", dz, F.pad(pooled, (half, half)).unfold(1, w.numel(), 1))
+    dx = gate_input_grad(dy, gate, dpooled)
     return dx, dweight.reshape(weight.shape).to(weight.dtype)
 
 
@@ -163,6 +167,10 @@ def _se_setup(ctx, inputs, output):
 
 def _se_backward(ctx, dy, dpooled_out, dgate_out):
     x, w1, b1, w2, b2, pooled, gate = ctx.saved_tensors
+    dy = _like_x(dy, x)
+    kernels = backend(x.device)
+    if hasattr(kernels, "se_backward"):  # the CPU library: one call, no Python in between
+        return kernels.se_backward(dy, x, w1, b1, w2, b2, pooled, gate, dgate_out, dpooled_out)
     dgate = channel_dot(dy, x)
     if dgate_out is not None:
         dgate = dgate + dgate_out
@@ -176,7 +184,7 @@ def _se_backward(ctx, dy, dpooled_out, dgate_out):
     dw1, dpooled = dhidden.t() @ pooled, dhidden @ w1f
     if dpooled_out is not None:
         dpooled = dpooled + dpooled_out
-    dx = gate_input_grad(dy, gate, dpooled) if ctx.needs_input_grad[0] else None
+    dx = gate_input_grad(dy, gate, dpooled)
     db1 = dhidden.sum(0).to(b1.dtype) if ctx.has_bias[0] else None
     db2 = dz.sum(0).to(b2.dtype) if ctx.has_bias[1] else None
     return dx, dw1.to(w1.dtype), db1, dw2.to(w2.dtype), db2

@@ -274,10 +274,85 @@ at::Tensor gate_input_grad(const at::Tensor& dy, const at::Tensor& gate, const a
   return dx;
 }
 
+// ECA backward in one call: the gate's gradient, the 1-D convolution's transpose and weight
+// gradient on the (B, C) vectors, then dx. `dgate_extra` / `dpooled_extra` are gradients that
+// reached the op's gate and pooled outputs directly (usually none).
+std::tuple<at::Tensor, at::Tensor> eca_backward(const at::Tensor& dy, const at::Tensor& x,
+                                                const at::Tensor& weight, const at::Tensor& pooled,
+                                                const at::Tensor& gate,
+                                                const std::optional<at::Tensor>& dgate_extra,
+                                                const std::optional<at::Tensor>& dpooled_extra) {
+  auto dgate = channel_dot(dy, x);
+  if (dgate_extra) dgate.add_(*dgate_extra);
+  const auto g = float_contiguous(gate), p = float_contiguous(pooled);
+  const auto dz = (dgate * g * (1 - g)).contiguous();
+  const auto w = float_contiguous(weight).view({-1});
+  const int64_t B = dz.size(0), C = dz.size(1), k = w.numel(), half = k / 2;
+  auto dpooled = at::zeros({B, C}, dz.options());
+  auto dweight = at::zeros({k}, dz.options());
+  const float *dzp = dz.const_data_ptr<float>(), *pp = p.const_data_ptr<float>(),
+              *wp = w.const_data_ptr<float>();
+  float *dpp = dpooled.mutable_data_ptr<float>(), *dwp = dweight.mutable_data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {  // (B, C) x k: tiny next to the passes over dy and x
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = dzp[b * C + c];
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t src = c + j - half;  // z[c] = sum_j w[j] * pooled[c + j - half]
+        if (src < 0 || src >= C) continue;
+        dpp[b * C + src] += wp[j] * d;
+        dwp[j] += pp[b * C + src] * d;
+      }
+    }
+  }
+  if (dpooled_extra) dpooled.add_(*dpooled_extra);
+  return {gate_input_grad(dy, g, dpooled), dweight.view(weight.sizes()).to(weight.scalar_type())};
+}
+
+// SE backward in one call: the gate's gradient, the MLP's backward on (B, C), then dx.
+std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>, at::Tensor, std::optional<at::Tensor>>
+se_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w1,
+            const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+            const std::optional<at::Tensor>& b2, const at::Tensor& pooled, const at::Tensor& gate,
+            const std::optional<at::Tensor>& dgate_extra,
+            const std::optional<at::Tensor>& dpooled_extra) {
+  auto dgate = channel_dot(dy, x);
+  if (dgate_extra) dgate.add_(*dgate_extra);
+  const auto g = float_contiguous(gate), p = float_contiguous(pooled);
+  const auto W1 = float_contiguous(w1), W2 = float_contiguous(w2);
+  const auto dz = dgate * g * (1 - g);
+  auto pre = at::mm(p, W1.t());
+  if (b1) pre.add_(float_contiguous(*b1));
+  const auto hidden = pre.clamp_min(0);
+  const auto dw2 = at::mm(dz.t(), hidden);
+  const auto dhidden = at::mm(dz, W2).mul_(pre.gt(0));
+  const auto dw1 = at::mm(dhidden.t(), p);
+  auto dpooled = at::mm(dhidden, W1);
+  if (dpooled_extra) dpooled.add_(*dpooled_extra);
+  std::optional<at::Tensor> db1, db2;
+  if (b1) db1 = dhidden.sum(0).to(b1->scalar_type());
+  if (b2) db2 = dz.sum(0).to(b2->scalar_type());
+  return {gate_input_grad(dy, g, dpooled), dw1.to(w1.scalar_type()), db1,
+          dw2.to(w2.scalar_type()), db2};
+}
+
 TORCH_LIBRARY(attention_variants_cpu, m) {
-  m.def("eca_forward(Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)", &eca_forward);
-  m.def("se_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> (Tensor, Tensor, Tensor)",
-        &se_forward);
-  m.def("channel_dot(Tensor dy, Tensor x) -> Tensor", &channel_dot);
-  m.def("gate_input_grad(Tensor dy, Tensor gate, Tensor dpooled) -> Tensor", &gate_input_grad);
+  m.def("eca_forward(Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)");
+  m.def("se_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> (Tensor, Tensor, Tensor)");
+  m.def("channel_dot(Tensor dy, Tensor x) -> Tensor");
+  m.def("gate_input_grad(Tensor dy, Tensor gate, Tensor dpooled) -> Tensor");
+  m.def("eca_backward(Tensor dy, Tensor x, Tensor weight, Tensor pooled, Tensor gate, "
+        "Tensor? dgate_extra, Tensor? dpooled_extra) -> (Tensor, Tensor)");
+  m.def("se_backward(Tensor dy, Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, "
+        "Tensor pooled, Tensor gate, Tensor? dgate_extra, Tensor? dpooled_extra) "
+        "-> (Tensor, Tensor, Tensor?, Tensor, Tensor?)");
+}
+
+// CPU kernels only: shapes for tracing come from fake implementations registered in Python
+TORCH_LIBRARY_IMPL(attention_variants_cpu, CPU, m) {
+  m.impl("eca_forward", &eca_forward);
+  m.impl("se_forward", &se_forward);
+  m.impl("channel_dot", &channel_dot);
+  m.impl("gate_input_grad", &gate_input_grad);
+  m.impl("eca_backward", &eca_backward);
+  m.impl("se_backward", &se_backward);
 }
