@@ -6,13 +6,13 @@ python run_all.py [--out DIR] [any option of `python -m bench run`, e.g. --prese
 import argparse
 import sys
 
-from bench.cli import _add_run_arguments, command_run
+from bench.cli import add_run_arguments, command_run
 from bench.report import report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _add_run_arguments(parser, default_preset="quick")
+    add_run_arguments(parser, default_preset="quick")
     args = parser.parse_args(argv)
     code = command_run(args, default_preset="quick")
     run_dir = getattr(args, "run_dir", None)

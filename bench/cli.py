@@ -11,7 +11,7 @@ import attention_variants as av
 from .spec import PRESETS, SpecError, build_spec, expand, load_plugin
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
     parser.add_argument(
         "--preset",
         default=None,
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a sweep into a run directory")
-    _add_run_arguments(run, default_preset="default")
+    add_run_arguments(run, default_preset="default")
     run.set_defaults(handler=lambda a: command_run(a, default_preset="default"))
     listing = commands.add_parser("list", help="show the variants and presets")
     listing.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE")

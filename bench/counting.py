@@ -417,7 +417,7 @@ class _OpRecorder(TorchDispatchMode):
         op.bytes_written += sum(_touched_bytes(t) for t in outputs)
 
 
-def _as_grad_inputs(inputs: Sequence[Any]) -> list[Any]:
+def as_grad_inputs(inputs: Sequence[Any]) -> list[Any]:
     """Floating tensors become leaves that require grad, as activations inside a network do."""
     return [
         x.detach().requires_grad_(True)
@@ -440,7 +440,7 @@ def count(
         with torch.no_grad(), _OpRecorder(counts):
             module_or_fn(*inputs)
         return counts
-    inputs = _as_grad_inputs(inputs)
+    inputs = as_grad_inputs(inputs)
     with _OpRecorder(counts):
         out = module_or_fn(*inputs)
     outputs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor) and o.requires_grad]

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .counting import _as_grad_inputs
+from .counting import as_grad_inputs
 
 
 class LiveStorageTracker(TorchDispatchMode):
@@ -80,7 +80,7 @@ def tracked_peak_memory(
 ) -> int:
     """Peak bytes of tensor storages alive during the call that did not exist before it."""
     if backward:
-        inputs = tuple(_as_grad_inputs(inputs))
+        inputs = tuple(as_grad_inputs(inputs))
     tracker = LiveStorageTracker()
     with tracker:
         _run(module_or_fn, inputs, backward)
@@ -92,7 +92,7 @@ def allocator_peak_memory(
 ) -> int:
     """CUDA: the caching allocator's peak during the call, minus what was allocated before."""
     if backward:
-        inputs = tuple(_as_grad_inputs(inputs))
+        inputs = tuple(as_grad_inputs(inputs))
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)

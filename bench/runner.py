@@ -29,7 +29,7 @@ from .memory import peak_memory
 from .profiling import profile_case, trace_name
 from .references import REFERENCES
 from .results import RunDirectory, new_run_id, read_results
-from .spec import Case, SweepSpec, _from_raw, expand
+from .spec import Case, SweepSpec, expand, spec_from_dict
 from .timing import Measurement, combine, measure, mode_fn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -211,7 +211,7 @@ def load_spec(run_dir: RunDirectory) -> SweepSpec:
     """The spec a run directory was started with (for --resume)."""
     raw = yaml.safe_load((run_dir.path / "spec.yaml").read_text())
     preset = raw.pop("preset", None)
-    spec, _ = _from_raw(raw, preset, [])
+    spec, _ = spec_from_dict(raw, preset, [])
     return spec
 
 

@@ -483,12 +483,14 @@ def build_spec(
         raw = _merge(base, raw)
     raw = _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
     raw.pop("preset", None)
-    return _from_raw(raw, preset, problems)
+    return spec_from_dict(raw, preset, problems)
 
 
-def _from_raw(
-    raw: dict[str, Any], preset: str | None, problems: list[str]
+def spec_from_dict(
+    raw: dict[str, Any], preset: str | None = None, problems: list[str] | None = None
 ) -> tuple[SweepSpec, list[str]]:
+    """Validate plain data (a merged preset, YAML and overrides, or a saved spec.yaml)."""
+    problems = [] if problems is None else problems
     notes: list[str] = []
     for key in sorted(set(raw) - _FIELDS):
         problems.append(f"{key}: unknown field; allowed: {', '.join(sorted(_FIELDS))}")
