@@ -152,3 +152,17 @@ def test_without_triton_import_works_cpu_runs_and_cuda_explains():
     )
     assert result.returncode == 0, result.stderr
     assert "need triton on CUDA devices: pip install triton" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["eca", "se"])
+def test_strided_inputs_are_handled(name):
+    eager, fused = av.create(name, 16), av.create(f"{name}_fused", 16)
+    fused.load_state_dict(eager.state_dict())
+    base = torch.randn(2, 16, 9, 14)
+    x_eager = base[:, :, :, ::2].clone().requires_grad_()  # neither contiguous nor channels_last
+    x_fused = base.clone().requires_grad_()
+    view = x_fused[:, :, :, ::2]
+    torch.testing.assert_close(fused(view), eager(x_eager), rtol=0, atol=1e-5)
+    fused(view).sum().backward()
+    eager(x_eager).sum().backward()
+    torch.testing.assert_close(x_fused.grad[:, :, :, ::2], x_eager.grad, rtol=0, atol=1e-4)

@@ -38,6 +38,7 @@ def backend(device: torch.device) -> ModuleType:
 
 
 def _like_x(t: Tensor, x: Tensor) -> Tensor:
+    """`t` in x's memory layout: the kernels index both tensors with x's strides."""
     fmt = (
         torch.channels_last
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -115,6 +116,7 @@ def _eca_setup(ctx, inputs, output):
 
 def _eca_backward(ctx, dy, dpooled_out, dgate_out):
     x, weight, pooled, gate = ctx.saved_tensors
+    x = _standard_layout(x)
     dy = _like_x(dy, x)
     kernels = backend(x.device)
     if hasattr(kernels, "eca_backward"):  # the CPU library: one call, no Python in between
@@ -167,6 +169,7 @@ def _se_setup(ctx, inputs, output):
 
 def _se_backward(ctx, dy, dpooled_out, dgate_out):
     x, w1, b1, w2, b2, pooled, gate = ctx.saved_tensors
+    x = _standard_layout(x)
     dy = _like_x(dy, x)
     kernels = backend(x.device)
     if hasattr(kernels, "se_backward"):  # the CPU library: one call, no Python in between
