@@ -192,6 +192,146 @@ class Case:
     @property
     def shape_key(self) -> tuple:
         """What FLOPs, MACs and bytes depend on: not the device, format or compilation."""
+        role, model, label, batch, channels, height, width, dtype, _, mode, _, _ = self.key
+        return (role, model, label, batch, channels, height, width, dtype, mode)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}({self.options_label})" if self.options else self.name
+
+    @classmethod
+    def parse(cls, text: Any) -> VariantSpec:
+        """From ``"se"``, ``"se(reduction=8, bias=false)"`` or ``{name: se, options: {...}}``."""
+        if isinstance(text, dict):
+            unknown = set(text) - {"name", "options"}
+            if "name" not in text or unknown:
+                raise ValueError(f"variant {text!r}: allowed keys are name and options")
+            return cls(str(text["name"]), tuple(sorted((text.get("options") or {}).items())))
+        match = re.fullmatch(r"\s*([\w.\-]+)\s*(?:\((.*)\))?\s*", str(text))
+        if not match:
+            raise ValueError(f"variant {text!r}: allowed form is name or name(option=value, ...)")
+        name, inner = match.groups()
+        options = {}
+        for part in split_top_level(inner or ""):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"variant {text!r}: option {part!r} is not option=value")
+            options[key.strip()] = yaml.safe_load(value.strip())
+        return cls(name, tuple(sorted(options.items())))
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside parentheses: ``"eca,se(reduction=8,bias=false)"``."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass
+class TimingBudget:
+    """How long each case is timed (see bench.timing.measure)."""
+
+    warmup_s: float = 0.05
+    min_time_s: float = 0.1
+    max_time_s: float = 1.0
+    target_ci: float = 0.01
+    min_samples: int = 10
+    # time each variant in alternation with a copy of its input: `bench compare` divides the
+    # pairs, which cancels the machine's drift
+    paired_reference: bool = True
+    rounds: int = 3  # the budget is split over this many fresh copies of the input
+
+
+@dataclass
+class NetworkSpec:
+    """Whole-backbone cases: ResNet-`depth` with each variant, as in the ECA-Net paper's table."""
+
+    depth: int = 50
+    variants: list[VariantSpec] = field(default_factory=list)  # [] = every attention variant
+    resolution: int = 224
+    batch_size: int = 8
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    include_plain: bool = True  # also the backbone without attention
+
+
+@dataclass
+class SweepSpec:
+    variants: list[VariantSpec] = field(default_factory=list)  # "all" = every registered one
+    batch_sizes: list[int] = field(default_factory=lambda: [8])
+    channels: list[int] = field(default_factory=lambda: [64, 256])
+    resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(28, 28), (56, 56)])
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    memory_formats: list[str] = field(default_factory=lambda: ["contiguous"])
+    compile: list[bool] = field(default_factory=lambda: [False])
+    threads: int | None = None
+    references: bool = True
+    timing: TimingBudget = field(default_factory=TimingBudget)
+    network: NetworkSpec | None = None
+    plugins: list[str] = field(default_factory=list)
+    seed: int = 0
+    profile: bool = False
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for spec.yaml; `from_dict` reads it back to the same spec."""
+        data = dataclasses.asdict(self)
+        data["variants"] = [v.label for v in self.variants]
+        data["resolutions"] = [f"{h}x{w}" for h, w in self.resolutions]
+        if self.network is not None:
+            data["network"]["variants"] = [v.label for v in self.network.variants]
+        return data
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: a variant (or reference, or network) at one shape and setting."""
+
+    role: str  # "variant", "reference" or "network"
+    variant: VariantSpec
+    batch: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    device: str
+    mode: str
+    memory_format: str
+    compile: bool
+    model: str = ""  # e.g. "resnet50" for network cases
+
+    @property
+    def key(self) -> tuple:
+        return (
+            self.role,
+            self.model,
+            self.variant.label,
+            self.batch,
+            self.channels,
+            self.height,
+            self.width,
+            self.dtype,
+            self.device,
+            self.mode,
+            self.memory_format,
+            self.compile,
+        )
+
+    @property
+    def case_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.key).encode()).hexdigest()[:12]
+
+    @property
+    def shape_key(self) -> tuple:
+        """What FLOPs, MACs and bytes depend on: not the device, format or compilation."""
         return (
             self.role,
             self.model,
