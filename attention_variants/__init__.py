@@ -6,7 +6,7 @@ m = av.create("eca", 256)   # an nn.Module; output shape == input shape
 av.info("se").options       # {'reduction': 16, 'bias': True}
 """
 
-from . import cbam, eca, eca_mha, fused, identity, se  # noqa: F401  (importing registers them)
+from . import cbam, eca, eca_mha, fused, identity, se, simam  # noqa: F401  (importing registers them)
 from .registry import (
     UnknownVariantError,
     VariantInfo,

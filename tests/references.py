@@ -81,3 +81,23 @@ class ReferenceECAMHA(nn.Module):
         tokens = y.reshape(b, c, h * w).permute(0, 2, 1)
         attended, _ = self.mha(tokens, tokens, tokens, need_weights=False)
         return (tokens + attended).permute(0, 2, 1).reshape(b, c, h, w)
+
+
+class OfficialSimAM(nn.Module):
+    """ZjjConan/SimAM simam_module.py."""
+
+    def __init__(self, e_lambda=1e-4):
+        super().__init__()
+        self.activaton = nn.Sigmoid()
+        self.e_lambda = e_lambda
+
+    def forward(self, x):
+        _, _, h, w = x.size()
+        n = w * h - 1
+        x_minus_mu_square = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+        y = (
+            x_minus_mu_square
+            / (4 * (x_minus_mu_square.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda))
+            + 0.5
+        )
+        return x * self.activaton(y)

@@ -140,6 +140,8 @@ def test_each_variant_total_equals_its_analytic_formula(b, c, h, w):
     assert flops("cbam") == _cbam_flops(b, c, hw, 16, 7)
     assert flops("eca_mha") == _eca_mha_flops(b, c, hw, 4)
     assert flops("eca_mha", attention_impl="naive") == _eca_mha_flops(b, c, hw, 4)
+    # SimAM: mean, subtract, square, sum, then (d / (4 (sum / n + lambda)) + 0.5), sigmoid, scale
+    assert flops("simam") == 11 * b * c * hw + 4 * b * c
 
 
 def test_resnet50_conv_and_linear_macs_match_the_published_4_09_g():

@@ -3,9 +3,9 @@ import torch
 
 import attention_variants as av
 from attention_variants.eca import eca_kernel_size
-from tests.references import OfficialCBAM, OfficialECA, OfficialSE, ReferenceECAMHA
+from tests.references import OfficialCBAM, OfficialECA, OfficialSE, OfficialSimAM, ReferenceECAMHA
 
-CORE = ["identity", "se", "cbam", "eca", "eca_mha"]
+CORE = ["identity", "se", "cbam", "eca", "eca_mha", "simam"]
 SHAPES = [(2, 32, 7, 5), (1, 32, 1, 1), (3, 32, 9, 9), (2, 32, 4, 16)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -142,3 +142,11 @@ def test_parameter_formulas(channels, reduction):
     # ECA, then QKV (3C^2 + 3C) and output (C^2 + C) projections
     assert _params(av.create("eca_mha", c)) == eca_kernel_size(c) + 4 * c * c + 4 * c
     assert _params(av.create("identity", c)) == 0
+
+
+@pytest.mark.parametrize("e_lambda", [1e-4, 0.5])
+def test_simam_equals_the_official_code(e_lambda):
+    x = torch.randn(2, 16, 7, 9)
+    ours = av.create("simam", 16, e_lambda=e_lambda)
+    torch.testing.assert_close(ours(x), OfficialSimAM(e_lambda)(x), rtol=0, atol=1e-6)
+    assert _params(ours) == 0
