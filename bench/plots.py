@@ -48,7 +48,12 @@ def palette(labels) -> dict[str, str]:
     """One colour per variant label, fixed by the registry's order, so it never changes
     between charts or runs; references are greys."""
     names = [n for n in av.available() if n not in REFERENCE_COLOURS]
-    colours = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+    # greys are the references' own: drop them from the variants' colours
+    colours = [
+        c
+        for c in sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+        if max(c) - min(c) > 0.1
+    ]
     mapping = dict(REFERENCE_COLOURS)
     base = {name: colours[i % len(colours)] for i, name in enumerate(names)}
     extra = iter(colours[len(names) % len(colours) :] + colours)
@@ -143,10 +148,13 @@ def _legend_outside(fig: plt.Figure, axes, width_in: float) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
+    # references first, then variants by name, then anything else (the roofline's ceiling)
+    known = [label for label in _ordered(entries) if not label.startswith("ceiling")]
+    labels = known + [label for label in entries if label not in known]
     columns = 2 if width_in <= COLUMN_WIDTH_IN else 4
     fig.legend(
-        list(entries.values()),
-        list(entries),
+        [entries[label] for label in labels],
+        labels,
         loc="outside lower center",
         ncol=columns,
         frameon=False,
