@@ -115,7 +115,6 @@ class ResNet(nn.Module):
         if attention is not None:  # fail on a bad name or option before building anything
             for planes, options in zip(stage_planes, stage_options, strict=True):
                 validate(attention, planes * block.expansion, **options)
-        self.attention_name = attention
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)

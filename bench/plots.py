@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FuncFormatter
 
 import attention_variants as av
 
@@ -166,10 +165,6 @@ def _figure(width_in: float, height_in: float, panels: int = 1, sharey: bool = T
         1, panels, figsize=(width_in, height_in), sharey=sharey, squeeze=False, layout="constrained"
     )
     return fig, list(axes[0])
-
-
-def _seconds_formatter(scale: float, unit: str):
-    return FuncFormatter(lambda v, _: f"{v * scale:g}")
 
 
 def latency_vs_resolution(

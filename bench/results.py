@@ -37,7 +37,6 @@ SAMPLE_COLUMNS = [
     "block_size",
     "reference_seconds_per_call",
 ]  # the paired copy's sample taken right after
-STATUSES = ("ok", "oom", "error", "skipped")
 
 
 def new_run_id() -> str:

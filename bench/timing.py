@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,7 +59,6 @@ class Measurement:
     warmup_calls: int = 0
     stop_reason: str = ""
     reference_samples_s: list[float] | None = None  # paired samples of a reference, if any
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
