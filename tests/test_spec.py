@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bench.spec import PRESETS, SpecError, VariantSpec, build_spec, expand, split_top_level
@@ -101,3 +105,25 @@ def test_a_plugin_that_fails_to_import_is_a_clear_error(tmp_path):
         build_spec("quick", overrides={"plugins": [str(broken)]})
     with pytest.raises(SpecError, match="no_such_module_xyz' failed to import"):
         build_spec("quick", overrides={"plugins": ["no_such_module_xyz"]})
+
+
+def test_installed_packages_offer_variants_through_the_entry_point_group(tmp_path):
+    (tmp_path / "entry_gate.py").write_text(
+        "import attention_variants as av\n"
+        "from torch import nn\n"
+        "@av.register('test_entry_gate', paper='test')\n"
+        "class Gate(nn.Identity):\n"
+        "    def __init__(self, channels):\n"
+        "        super().__init__()\n"
+    )
+    dist = tmp_path / "entry_gate-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: entry-gate\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attention_variants.plugins]\ngate = entry_gate\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--variants", "test_entry_gate", "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test_entry_gate b8" in result.stdout
