@@ -92,13 +92,6 @@ inline float eca_gate(const float* pooled, int64_t C, int64_t c, const float* w,
   return sigmoid(z);
 }
 
-// Work items per task: all of them (one thread) when the map is too small to repay waking
-// the other threads, else one each.
-int64_t grain(const Layout& L, int64_t items) {
-  constexpr int64_t kSerialElements = 1 << 16;
-  return L.B * L.C * L.HW < kSerialElements ? items : 1;
-}
-
 // Splits B samples x C channels into at least as many work items as threads.
 int64_t channel_chunk(const Layout& L) {
   const int64_t threads = at::get_num_threads();
@@ -114,7 +107,7 @@ void eca_forward_impl(const T* x, T* y, const Layout& L, const float* w, int64_t
   // channels_last: a pixel's channels are adjacent, so the whole chunk (a sample, when there
   // are enough samples for every thread) is pooled in one streaming pass, gated, then scaled
   const int64_t block = L.channels_last() ? chunk : 1;
-  at::parallel_for(0, L.B * chunks, grain(L, L.B * chunks), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> window(L.C);  // this item's pooled values, halo included: no shared writes
     float* pw = window.data();
     for (int64_t item = begin; item < end; ++item) {
@@ -146,7 +139,7 @@ void se_forward_impl(const T* x, T* y, const Layout& L, const float* w1, const f
                      const float* w2, const float* b2, int64_t hidden, float* pooled,
                      float* gate) {
   // the MLP mixes every channel, so a sample is pooled whole, gated, then scaled
-  at::parallel_for(0, L.B, grain(L, L.B), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L.B, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> h(hidden);
     for (int64_t b = begin; b < end; ++b) {
       float* pb = pooled + b * L.C;
@@ -173,7 +166,7 @@ void se_forward_impl(const T* x, T* y, const Layout& L, const float* w1, const f
 template <typename T>
 void channel_dot_impl(const T* dy, const T* x, const Layout& L, float* out) {
   const int64_t chunk = channel_chunk(L), chunks = (L.C + chunk - 1) / chunk;
-  at::parallel_for(0, L.B * chunks, grain(L, L.B * chunks), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
       const int64_t c1 = std::min(L.C, c0 + chunk);
@@ -203,7 +196,7 @@ void channel_dot_impl(const T* dy, const T* x, const Layout& L, float* out) {
 template <typename T>
 void gate_input_grad_impl(const T* dy, T* dx, const Layout& L, const float* gate, const float* shift) {
   const int64_t chunk = channel_chunk(L), chunks = (L.C + chunk - 1) / chunk;
-  at::parallel_for(0, L.B * chunks, grain(L, L.B * chunks), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
       scale_range(dy, dx, L, b, c0, std::min(L.C, c0 + chunk), gate + b * L.C, shift + b * L.C);
