@@ -56,6 +56,18 @@ class Run:
     samples: dict[str, np.ndarray]
     source: str
     paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
+    _reference_medians: dict[str, dict[tuple, float]] = field(default_factory=dict, repr=False)
+
+    def reference_medians(self, reference: str) -> dict[tuple, float]:
+        """Median time of `reference` per shape and setting, worked out once per run."""
+        if reference not in self._reference_medians:
+            refs = self.cases[self.cases["variant_label"] == reference]
+            self._reference_medians[reference] = {
+                _group(row): float(np.median(self.samples[key]))
+                for key, row in refs.iterrows()
+                if len(self.samples.get(key, []))
+            }
+        return self._reference_medians[reference]
 
 
 @dataclass
@@ -168,15 +180,6 @@ def load_side(path: str | Path) -> Side:
 # ---- statistics ------------------------------------------------------------------------------
 
 
-def _reference_medians(run: Run, reference: str) -> dict[tuple, float]:
-    refs = run.cases[run.cases["variant_label"] == reference]
-    return {
-        _group(row): float(np.median(run.samples[key]))
-        for key, row in refs.iterrows()
-        if len(run.samples.get(key, []))
-    }
-
-
 def case_samples(side: Side, key: str, reference: str | None) -> tuple[np.ndarray, bool]:
     """The case's samples from every run of the side; divided by each run's reference median
     when `reference` is given and present. Returns (samples, normalised)."""
@@ -189,7 +192,7 @@ def case_samples(side: Side, key: str, reference: str | None) -> tuple[np.ndarra
             # each sample over the copy timed right after it: the same moment of the machine
             samples = samples / run.paired_references[key]
         elif reference is not None:
-            anchor = _reference_medians(run, reference).get(_group(run.cases.loc[key]))
+            anchor = run.reference_medians(reference).get(_group(run.cases.loc[key]))
             if anchor is None:
                 normalised = False
             else:
