@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from bench.cli import add_run_arguments, command_run
-from bench.report import report
+from bench.report.builder import report
 
 
 def main(argv: list[str] | None = None) -> int:

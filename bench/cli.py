@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attention_variants as av
 
-from .spec import PRESETS, SpecError, build_spec, expand, load_plugin
+from .sweep.spec import PRESETS, SpecError, build_spec, expand, load_plugin
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
@@ -83,7 +83,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def command_run(args: argparse.Namespace, default_preset: str | None = None) -> int:
-    from .runner import run_sweep
+    from .sweep.runner import run_sweep
 
     try:
         if args.resume:
@@ -136,8 +136,8 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from .report import report
-    from .results import RunDirectoryError
+    from .report.builder import report
+    from .sweep.results import RunDirectoryError
 
     try:
         written = report(Path(args.run_dir))
@@ -149,7 +149,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from .compare import CompareInputError, compare, markdown, parse_threshold
+    from .gate.compare import CompareInputError, compare, markdown, parse_threshold
 
     try:
         result = compare(
@@ -170,7 +170,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_ab(args: argparse.Namespace, sweep_args: list[str]) -> int:
-    from .ab import run_ab
+    from .gate.ab import run_ab
 
     return run_ab(
         args.base,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.compare import CompareInputError, compare, markdown, parse_threshold
-from bench.results import COLUMNS, SAMPLE_COLUMNS
+from bench.gate.compare import CompareInputError, compare, markdown, parse_threshold
+from bench.sweep.results import COLUMNS, SAMPLE_COLUMNS
 
 
 def write_run(path, cases, *, flops=None):

@@ -8,7 +8,7 @@ import attention_variants as av
 from attention_variants.backbones import resnet50
 from attention_variants.eca import eca_kernel_size
 from attention_variants.eca_mha import naive_attention
-from bench.counting import count, register_formula
+from bench.measurement.counting import count, register_formula
 
 
 def _torch_flops(fn, *inputs, backward=False):

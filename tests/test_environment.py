@@ -5,7 +5,7 @@ import sys
 import torch
 
 import attention_variants as av
-from bench.environment import REPOSITORY, capture, case_seed, seed_everything
+from bench.measurement.environment import REPOSITORY, capture, case_seed, seed_everything
 
 
 def test_capture_records_the_run_environment():
@@ -26,7 +26,7 @@ def test_capture_records_the_run_environment():
 
 def test_case_seed_is_stable_across_processes():
     here = case_seed(0, "eca", 64, (56, 56))
-    code = "from bench.environment import case_seed; print(case_seed(0, 'eca', 64, (56, 56)))"
+    code = "from bench.measurement.environment import case_seed; print(case_seed(0, 'eca', 64, (56, 56)))"
     there = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPOSITORY, check=True
     ).stdout.strip()

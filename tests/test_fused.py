@@ -7,7 +7,7 @@ import torch
 import attention_variants as av
 from attention_variants.backbones import resnet18
 from attention_variants.fused import ops
-from bench.counting import count
+from bench.measurement.counting import count
 
 # awkward on purpose: H*W not a multiple of any block, C not a multiple of the channel block,
 # C smaller than the halo, k = 1, 3, 5, 7, batch 1

@@ -1,7 +1,7 @@
 import torch
 
 import attention_variants as av
-from bench.memory import peak_memory
+from bench.measurement.memory import peak_memory
 
 
 def test_known_allocations_are_counted_exactly():

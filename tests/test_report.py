@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.plots import COLUMN_WIDTH_IN, DPI, FULL_WIDTH_IN
-from bench.report import report
-from bench.results import COLUMNS, RunDirectoryError
-from bench.runner import run_sweep
-from bench.spec import build_spec
-from bench.tables import decimals_for, format_measured
+from bench.report.builder import report
+from bench.report.plots import COLUMN_WIDTH_IN, DPI, FULL_WIDTH_IN
+from bench.report.tables import decimals_for, format_measured
+from bench.sweep.results import COLUMNS, RunDirectoryError
+from bench.sweep.runner import run_sweep
+from bench.sweep.spec import build_spec
 
 
 def _row(**fields):

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 import attention_variants as av
-from bench import runner
-from bench.results import COLUMNS, read_results, read_samples
-from bench.runner import run_sweep
-from bench.spec import build_spec, expand
+from bench.sweep import runner
+from bench.sweep.results import COLUMNS, read_results, read_samples
+from bench.sweep.runner import run_sweep
+from bench.sweep.spec import build_spec, expand
 
 TINY_TIMING = {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3}
 

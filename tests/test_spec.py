@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from bench.spec import PRESETS, SpecError, VariantSpec, build_spec, expand, split_top_level
+from bench.sweep.spec import PRESETS, SpecError, VariantSpec, build_spec, expand, split_top_level
 
 
 def test_variant_specs_parse_options_as_yaml_values():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import attention_variants as av
-from bench.timing import (
+from bench.measurement.timing import (
     Measurement,
     inference_fn,
     measure,

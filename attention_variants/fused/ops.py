@@ -1,7 +1,7 @@
 """The fused gates as PyTorch custom ops, with autograd and fake (meta) implementations.
 
 Being custom ops, they are traced whole by torch.compile and seen by name at the dispatcher
-(``attention_variants.eca_gate``, ...), where bench.counting scores them with a formula.
+(``attention_variants.eca_gate``, ...), where bench.measurement.counting scores them with a formula.
 Each forward returns (y, pooled, gate): pooled and gate are (B, C) float32, kept for backward.
 """
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import attention_variants as av
-from bench.counting import count
-from bench.memory import peak_memory
-from bench.references import REFERENCES
-from bench.timing import mode_fn
+from bench.measurement.counting import count
+from bench.measurement.memory import peak_memory
+from bench.measurement.references import REFERENCES
+from bench.measurement.timing import mode_fn
 
 SHAPES = [(8, 64, 28, 28), (8, 256, 14, 14)]
 BLOCKS = [*av.available(), "copy"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parent.parent.parent
 PACKAGES = (
     "torch",
     "numpy",

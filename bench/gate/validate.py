@@ -4,7 +4,7 @@
 - a run against a copy slowed by a known 20%, compared: a miss is a flagged regression absent
   (goal: flagged in at least N - 1).
 
-    python -m bench.validate_gate [--repeats 20] [--slowdown 0.2] [--out DIR]
+    python -m bench.gate.validate [--repeats 20] [--slowdown 0.2] [--out DIR]
 
 The slowed copy is a test-only wrapper that spins after each call for `slowdown` of that call's
 own duration, so the slowdown is known whatever the machine does.
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 import attention_variants as av
 
+from ..sweep.runner import run_sweep
+from ..sweep.spec import build_spec
 from .compare import compare
-from .runner import run_sweep
-from .spec import build_spec
 
 SWEEP = {
     "variants": "eca,se",

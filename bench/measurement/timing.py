@@ -5,7 +5,7 @@ costs under 0.1% of it. CUDA: CUDA events around each sample, a synchronize, and
 (writing a buffer larger than the L2) between samples outside the timed region, as
 `triton.testing.do_bench` does; optionally the calls are replayed from a CUDA graph.
 
-Run ``python -m bench.timing`` for a self-check against ``torch.utils.benchmark``.
+Run ``python -m bench.measurement.timing`` for a self-check against ``torch.utils.benchmark``.
 """
 
 from __future__ import annotations
@@ -444,7 +444,9 @@ def self_check(threads: int = 1, repeats: int = 5) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Self-check of bench.timing on the CPU")
+    parser = argparse.ArgumentParser(
+        description="Self-check of bench.measurement.timing on the CPU"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

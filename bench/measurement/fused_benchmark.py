@@ -1,6 +1,6 @@
 """Fused against eager against a plain copy, measured side by side, per shape and layout.
 
-    python -m bench.fused_benchmark [--device cpu|cuda] [--mode infer|train] [--compile]
+    python -m bench.measurement.fused_benchmark [--device cpu|cuda] [--mode infer|train] [--compile]
 
 Prints, for eca_fused and se_fused, each variant's median time as a multiple of `x.clone()` of
 the same tensor (the memory floor: one read and one write), and fused / eager. The three are

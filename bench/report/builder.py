@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..sweep.results import RunDirectoryError, read_results
 from . import plots, tables
-from .results import RunDirectoryError, read_results
 
 
 def _ceilings(run_dir: Path) -> pd.DataFrame | None:

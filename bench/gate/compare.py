@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from .results import RunDirectoryError, read_results, read_samples
+from ..sweep.results import RunDirectoryError, read_results, read_samples
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 GROUP_KEYS = (

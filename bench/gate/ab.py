@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..measurement.environment import REPOSITORY
 from .compare import CompareInputError, compare, markdown, parse_threshold
-
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def _git(*args: str, cwd: Path = REPOSITORY) -> str:

@@ -24,7 +24,7 @@ import yaml
 
 import attention_variants as av
 
-from .references import REFERENCES
+from ..measurement.references import REFERENCES
 
 DTYPES = ("float32", "float16", "bfloat16")
 MODES = ("infer", "train")
@@ -96,7 +96,7 @@ def split_top_level(text: str) -> list[str]:
 
 @dataclass
 class TimingBudget:
-    """How long each case is timed (see bench.timing.measure)."""
+    """How long each case is timed (see bench.measurement.timing.measure)."""
 
     warmup_s: float = 0.05
     min_time_s: float = 0.1

@@ -22,15 +22,15 @@ from tqdm import tqdm
 import attention_variants as av
 from attention_variants import backbones
 
-from .ceilings import measure_ceilings
-from .counting import Counts, count
-from .environment import capture, case_seed, seed_everything
-from .memory import peak_memory
-from .profiling import profile_case, trace_name
-from .references import REFERENCES
+from ..measurement.ceilings import measure_ceilings
+from ..measurement.counting import Counts, count
+from ..measurement.environment import capture, case_seed, seed_everything
+from ..measurement.memory import peak_memory
+from ..measurement.profiling import profile_case, trace_name
+from ..measurement.references import REFERENCES
+from ..measurement.timing import Measurement, combine, measure, mode_fn
 from .results import RunDirectory, new_run_id, read_results
 from .spec import Case, SweepSpec, expand, spec_from_dict
-from .timing import Measurement, combine, measure, mode_fn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

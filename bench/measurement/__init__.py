@@ -1,0 +1,1 @@
+"""Measuring one callable: latency, FLOPs / MACs / bytes, peak memory, the environment. Knows nothing of sweeps."""

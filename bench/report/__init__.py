@@ -1,0 +1,1 @@
+"""Reports: tables and charts built from a run directory."""

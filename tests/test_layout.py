@@ -1,0 +1,115 @@
+"""The harness's wings import only wings below them: measurement < sweep < report < gate."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import bench
+
+PACKAGE = Path(bench.__file__).parent
+WINGS = ["measurement", "sweep", "report", "gate"]
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def imported_bench_modules(path: Path) -> set[str]:
+    """Absolute names of the `bench` modules a file imports, relative imports resolved."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                # `from . import plots` names a module in its alias, `from .spec import Case` not
+                submodule = f"{target}.{alias.name}"
+                names.add(submodule if is_module(submodule) else target)
+    return {name for name in names if name == "bench" or name.startswith("bench.")}
+
+
+def wing_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in WINGS else None
+
+
+def layout_violations() -> list[str]:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        source_wing = wing_of(source)
+        for target in imported_bench_modules(path):
+            if target.startswith("bench.cli") or target == "bench.__main__":
+                if source not in ("bench.__main__",):
+                    problems.append(f"{source} imports {target}: nothing imports the CLI")
+                continue
+            if source_wing is None:
+                continue  # the package's public face and the CLI may import any wing
+            target_wing = wing_of(target)
+            if target_wing is None:
+                if target in ("bench", "bench.__init__"):
+                    problems.append(f"{source} imports the package's public face")
+                continue
+            if WINGS.index(target_wing) > WINGS.index(source_wing):
+                problems.append(f"{source} ({source_wing}) imports {target} ({target_wing})")
+    return problems
+
+
+def test_every_wing_imports_only_the_wings_below_it():
+    assert layout_violations() == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
+    # a copy of the package with one measurement module importing the sweep wing
+    fake = tmp_path / "bench"
+    (fake / "measurement").mkdir(parents=True)
+    (fake / "sweep").mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text("")
+    (fake / "measurement" / "__init__.py").write_text("")
+    (fake / "measurement" / "timing.py").write_text("from ..sweep.spec import Case\n")
+    (fake / "sweep" / "__init__.py").write_text("")
+    (fake / "sweep" / "spec.py").write_text(
+        "from ..measurement import timing\nfrom bench import cli\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    problems = layout_violations()
+    assert problems == [
+        "bench.measurement.timing (measurement) imports bench.sweep.spec (sweep)",
+        "bench.sweep.spec imports bench.cli: nothing imports the CLI",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, module",
+    [
+        ("measure", "bench.measurement.timing"),
+        ("count", "bench.measurement.counting"),
+        ("peak_memory", "bench.measurement.memory"),
+        ("capture", "bench.measurement.environment"),
+        ("compare", "bench.gate.compare"),
+        ("build_report", "bench.report.builder"),
+    ],
+)
+def test_the_public_face_is_the_wings_functions(name, module):
+    from importlib import import_module
+
+    attribute = "report" if name == "build_report" else name
+    assert getattr(bench, name) is getattr(import_module(module), attribute)
+    assert name in bench.__all__
+
+
+def test_an_unknown_public_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bench.nope  # noqa: B018
