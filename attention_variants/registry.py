@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-ALL_DEVICES = ("cpu", "cuda", "mps")
+ALL_DEVICES = ("cpu", "cuda")  # the devices the suite can time
 ALL_DTYPES = ("float32", "float16", "bfloat16")
 
 

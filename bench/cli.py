@@ -27,7 +27,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
     sweep.add_argument("--channels")
     sweep.add_argument("--resolutions", help="e.g. 28,56,32x64")
     sweep.add_argument("--dtypes", help="float32, float16, bfloat16")
-    sweep.add_argument("--devices", help="auto, cpu, cuda, cuda:N, mps")
+    sweep.add_argument("--devices", help="auto, cpu, cuda, cuda:N")
     sweep.add_argument("--modes", help="infer, train")
     sweep.add_argument("--memory-formats", dest="memory_formats", help="contiguous, channels_last")
     sweep.add_argument("--compile", help="off, on, or off,on")

@@ -66,7 +66,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     saved = yaml.safe_load((run / "spec.yaml").read_text())
     assert saved["variants"] == ["eca", "se"] and saved["resolutions"] == ["6x6", "4x5"]
     info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "complete" and info["schema_version"] == 1
+    assert info["status"] == "complete" and info["schema_version"] == 2
     assert json.loads((run / "env.json").read_text())["torch"]
 
 

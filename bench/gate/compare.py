@@ -13,7 +13,11 @@ in cache is itself noisy, so a normalised verdict must also hold in raw time to 
 ``--absolute`` compares raw seconds only.
 FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is reported.
 
-Exit codes: 0 no regression, 1 regression, 2 bad input.
+A case whose `quality` is flagged on either side (contended, unstable, few samples, ...) gets no
+pass and no regression: its verdict is `inconclusive`, with the flags as the reason.
+
+Exit codes: 0 no regression, 1 regression, 2 bad input, 3 inconclusive (no regression, but some
+gated case was flagged).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from ..measurement.quality import is_ok
 from ..sweep.results import RunDirectoryError, read_results, read_samples
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
@@ -88,6 +93,16 @@ class Side:
                 return run.cases.loc[key]
         raise KeyError(key)
 
+    def flags(self, key: str) -> list[str]:
+        """The quality flags the case carries in any of the side's runs."""
+        flags: dict[str, None] = {}
+        for run in self.runs:
+            if key in run.cases.index:
+                quality = run.cases.loc[key].get("quality", "ok")
+                if not is_ok(quality):
+                    flags.update(dict.fromkeys(str(quality).split(";")))
+        return list(flags)
+
 
 # ---- reading ---------------------------------------------------------------------------------
 
@@ -125,9 +140,10 @@ def _label(row: pd.Series) -> str:
         else row["variant_label"]
     )
     fmt = "" if row.get("memory_format", "contiguous") == "contiguous" else " cl"
+    compiled = " compiled" if str(row.get("compile", "")).lower() == "true" else ""
     return (
         f"{what} b{row['batch']} c{row['channels']} {row['height']}x{row['width']} "
-        f"{row['dtype']} {row['device']} {row['mode']}{fmt}"
+        f"{row['dtype']} {row['device']} {row['mode']}{fmt}{compiled}"
     )
 
 
@@ -137,16 +153,24 @@ def _run_from_json(path: Path) -> Run:
         benchmarks = data["benchmarks"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise CompareInputError(f"{path}: not a pytest-benchmark JSON file ({error})") from error
-    rows, samples = [], {}
+    rows, samples, paired = [], {}, {}
     for bench in benchmarks:
         stats = bench.get("stats", {})
-        if "data" not in stats:
+        info = bench.get("extra_info", {})
+        key = bench.get("fullname") or bench["name"]
+        if "samples_s" in info:
+            # the suite's own measurement (bench.measurement.case): the same samples, paired
+            # references and quality as a run directory
+            samples[key] = np.asarray(info["samples_s"], dtype=float)
+            if info.get("reference_samples_s"):
+                paired[key] = np.asarray(info["reference_samples_s"], dtype=float)
+        elif "data" in stats:
+            samples[key] = np.asarray(stats["data"], dtype=float)
+        else:
             raise CompareInputError(
                 f"{path}: {bench.get('fullname')} has no raw samples; save the JSON with "
                 "pytest --benchmark-json=FILE --benchmark-save-data"
             )
-        info = bench.get("extra_info", {})
-        key = bench.get("fullname") or bench["name"]
         row = {
             "key": key,
             "label": bench.get("name", key),
@@ -155,11 +179,11 @@ def _run_from_json(path: Path) -> Run:
         }
         row.update({k: info.get(k, "") for k in GROUP_KEYS})
         row.update({m: info.get(m) for m in EXACT_METRICS})
+        row["quality"] = info.get("quality", "ok")
         rows.append(row)
-        samples[key] = np.asarray(stats["data"], dtype=float)
     if not rows:
         raise CompareInputError(f"{path}: holds no benchmarks")
-    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path))
+    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path), paired)
 
 
 def load_side(path: str | Path) -> Side:
@@ -222,7 +246,7 @@ def bootstrap_ratio_ci(
 class CaseComparison:
     key: str
     label: str
-    verdict: str  # regression, improvement, unchanged, insufficient
+    verdict: str  # regression, improvement, unchanged, inconclusive, insufficient
     ratio: float = float("nan")
     ci_low: float = float("nan")
     ci_high: float = float("nan")
@@ -233,6 +257,7 @@ class CaseComparison:
     n_base: int = 0
     n_new: int = 0
     absolute_ratio: float = float("nan")  # new / base of raw times, when `ratio` is normalised
+    reason: str = ""  # why a verdict is inconclusive
 
 
 def compare_samples(
@@ -276,8 +301,15 @@ class Comparison:
         return [c for c in self.cases if c.verdict == "improvement"]
 
     @property
+    def inconclusive(self) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict == "inconclusive"]
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        """0 no regression, 1 regression, 3 no regression but some case inconclusive."""
+        if self.regressions:
+            return 1
+        return 3 if self.inconclusive else 0
 
 
 def compare(
@@ -327,15 +359,27 @@ def compare(
             )
             if raw_verdict != verdict and verdict in ("regression", "improvement"):
                 verdict = "unchanged"
+        reason = _flag_reason(base.flags(key), new.flags(key))
+        if reason and verdict != "insufficient":
+            verdict = "inconclusive"  # flagged data can neither pass nor fail a case
         result.cases.append(CaseComparison(
             key, row_base["label"], verdict, ratio, low, high, p,
             float(np.median(b)) if b.size else float("nan"),
             float(np.median(n)) if n.size else float("nan"),
-            b_norm and n_norm, b.size, n.size, absolute_ratio,
+            b_norm and n_norm, b.size, n.size, absolute_ratio, reason,
         ))  # fmt: skip
     if drifts:
         result.drift = float(np.median(drifts))
     return result
+
+
+def _flag_reason(base_flags: list[str], new_flags: list[str]) -> str:
+    parts = [
+        f"{side} flagged {', '.join(flags)}"
+        for side, flags in (("BASE", base_flags), ("NEW", new_flags))
+        if flags
+    ]
+    return "; ".join(parts)
 
 
 def _exact_changes(result: Comparison, row_base: pd.Series, row_new: pd.Series) -> None:
@@ -378,11 +422,12 @@ def markdown(result: Comparison) -> str:
         if result.reference
         else "absolute times"
     )
-    verdict = (
-        f"**{len(result.regressions)} regression(s)**"
-        if result.regressions
-        else "**no regression**"
-    )
+    if result.regressions:
+        verdict = f"**{len(result.regressions)} regression(s)**"
+    elif result.inconclusive:
+        verdict = f"**inconclusive** ({len(result.inconclusive)} case(s) measured on flagged data)"
+    else:
+        verdict = "**no regression**"
     lines = [
         "## Performance comparison",
         "",
@@ -403,6 +448,19 @@ def markdown(result: Comparison) -> str:
     ):
         if cases:
             lines += ["", f"### {title}", "", _case_table(cases)]
+    if result.inconclusive:
+        lines += [
+            "",
+            "### Inconclusive: measured on data that cannot be trusted",
+            "",
+            "A flag means the machine, not the code, may have set these times (see the "
+            "`quality` column): rerun on a quiet machine.",
+            "",
+            pd.DataFrame(
+                [{"case": c.label, "why": c.reason, "new / base": f"{c.ratio:.3f}"}
+                 for c in result.inconclusive]
+            ).to_markdown(index=False, disable_numparse=True),
+        ]  # fmt: skip
     if result.exact_changes:
         lines += [
             "",

@@ -14,8 +14,8 @@ import torch
 from .timing import measure
 
 # sizes: a copy far larger than any cache, a matmul large enough to reach peak on that device
-COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20, "mps": 256 * 2**20}
-MATMUL_N = {"cpu": 1024, "cuda": 8192, "mps": 4096}
+COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
+MATMUL_N = {"cpu": 1024, "cuda": 8192}
 
 
 def _time_copy(device: str, nbytes: int, threads: int | None, max_time_s: float):
@@ -57,4 +57,7 @@ def measure_ceilings(
         "copy_bytes": COPY_BYTES[kind],
         "matmul_n": n,
         "threads": matmul.threads,
+        # the cases run in this process under the same switches: recorded to read both alike
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
     }

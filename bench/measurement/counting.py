@@ -23,6 +23,8 @@ Conventions (also in the README):
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -256,61 +258,69 @@ for _name in (
     _FORMULAS[f"aten.{_name}"] = _sdpa_forward
     _FORMULAS[f"aten.{_name}_backward"] = _sdpa_backward
 
-# the fused gates of attention_variants.fused: the same arithmetic as their eager twins
+# The fused gates of attention_variants.fused are scored with exactly the FLOPs and MACs of their
+# eager twins, forward and backward: the eager module is counted on meta tensors of the same
+# shapes (cached per shape). Their bytes stay their own: moving fewer is what fusion is for.
 
 
-def _gate_common(x: torch.Tensor) -> tuple[int, int]:
-    b, c = x.shape[:2]
-    pool_and_scale = (x.numel() + b * c) + x.numel()  # mean (sum + divide), then the scale
-    return pool_and_scale + 4 * b * c, b * c  # + sigmoid; and B*C
+@functools.lru_cache(maxsize=512)
+def _eager_twin(name: str, x_shape: tuple, params: tuple, backward: bool) -> tuple[int, int]:
+    """(flops, macs) of eager `eca` or `se` at these shapes; with `backward`, of its backward."""
+    # called from inside the counter's dispatch, where autograd and the mode stack are switched
+    # off for this thread: a fresh thread counts the twin with clean dispatch state
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_count_eager_twin, name, x_shape, params, backward).result()
 
 
-def _eca_gate(args, kwargs, out):
-    flops, bc = _gate_common(args[0])
-    k = args[1].numel()
-    return flops + 2 * bc * k, bc * k
+def _count_eager_twin(name: str, x_shape: tuple, params: tuple, backward: bool) -> tuple[int, int]:
+    from attention_variants.eca import ECA
+    from attention_variants.se import SqueezeExcite
+
+    channels = x_shape[1]
+    with torch.device("meta"):
+        if name == "eca":
+            (kernel_size,) = params
+            module = ECA(channels, kernel_size=kernel_size)
+        else:
+            hidden, bias = params
+            module = SqueezeExcite(channels, reduction=1, bias=bias)
+            module.mlp.fc1 = torch.nn.Linear(channels, hidden, bias=bias)
+            module.mlp.fc2 = torch.nn.Linear(hidden, channels, bias=bias)
+        x = torch.empty(x_shape)
+    forward = count(module, x)
+    if not backward:
+        return forward.flops, forward.macs
+    step = count(module, x, backward=True)
+    return step.flops - forward.flops, step.macs - forward.macs
 
 
-def _se_gate(args, kwargs, out):
-    x, w1, b1, _, b2 = args[:5]
-    flops, bc = _gate_common(x)
-    b, hidden = x.shape[0], w1.shape[0]
-    macs = 2 * bc * hidden
-    flops += 2 * macs + b * hidden  # two matmuls and the ReLU
-    flops += (b * hidden if b1 is not None else 0) + (bc if b2 is not None else 0)
-    return flops, macs
+def _eca_params(weight: torch.Tensor) -> tuple:
+    return (weight.numel(),)
 
 
-_FORMULAS["attention_variants.eca_gate"] = _eca_gate
-_FORMULAS["attention_variants.se_gate"] = _se_gate
+def _se_params(w1: torch.Tensor, b1: torch.Tensor | None) -> tuple:
+    return (w1.shape[0], b1 is not None)
+
+
+_FORMULAS["attention_variants.eca_gate"] = lambda args, kwargs, out: _eager_twin(
+    "eca", tuple(args[0].shape), _eca_params(args[1]), False
+)
+_FORMULAS["attention_variants.se_gate"] = lambda args, kwargs, out: _eager_twin(
+    "se", tuple(args[0].shape), _se_params(args[1], args[2]), False
+)
+# the CPU library's backward is one op: dy, x, weight(s), ...
+_FORMULAS["attention_variants_cpu.eca_backward"] = lambda args, kwargs, out: _eager_twin(
+    "eca", tuple(args[0].shape), _eca_params(args[2]), True
+)
+_FORMULAS["attention_variants_cpu.se_backward"] = lambda args, kwargs, out: _eager_twin(
+    "se", tuple(args[0].shape), _se_params(args[2], args[3]), True
+)
+# the Triton backward's two passes (its gate arithmetic on (B, C) runs as ordinary aten ops)
 _FORMULAS["attention_variants.channel_dot"] = lambda args, kwargs, out: (2 * args[0].numel(), 0)
 _FORMULAS["attention_variants.gate_input_grad"] = lambda args, kwargs, out: (
     2 * args[0].numel() + args[2].numel(),  # multiply-add per element, dpooled / (H*W)
     0,
 )
-
-
-def _eca_backward(args, kwargs, out):
-    dy, weight = args[0], args[2]
-    b, c = dy.shape[:2]
-    bc, k = b * c, weight.numel()
-    # sum dy*x, sigmoid gradient, the k-tap transpose and weight gradient, dx = dy*g + dp/HW
-    return 2 * dy.numel() + 3 * bc + 4 * bc * k + 2 * dy.numel() + bc, 2 * bc * k
-
-
-def _se_backward(args, kwargs, out):
-    dy, w1, b1 = args[0], args[2], args[3]
-    b, c = dy.shape[:2]
-    bc, hidden = b * c, w1.shape[0]
-    macs = 5 * bc * hidden  # pre-activation recomputed, dW2, dhidden, dW1, dpooled
-    flops = (
-        2 * dy.numel() + 3 * bc + 2 * macs + 2 * b * hidden + (b * hidden if b1 is not None else 0)
-    )
-    return flops + b * hidden + bc + 2 * dy.numel() + bc, macs  # sums, then dx
-
-
-_FORMULAS["attention_variants_cpu.eca_backward"] = _eca_backward
-_FORMULAS["attention_variants_cpu.se_backward"] = _se_backward
 
 # pure data movement or allocation: bytes are counted, no FLOPs, and they are not "unscored"
 _DATA_MOVEMENT = {
@@ -447,6 +457,15 @@ def count(
     if not outputs:
         raise ValueError("backward=True, but no output requires grad: nothing to differentiate")
     grads = [torch.ones_like(o) for o in outputs]
-    with _OpRecorder(counts):
-        torch.autograd.backward(outputs, grads)
+    # gradients left by an earlier step would make backward accumulate (an add per parameter)
+    params = list(module_or_fn.parameters()) if isinstance(module_or_fn, nn.Module) else []
+    kept = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        with _OpRecorder(counts):
+            torch.autograd.backward(outputs, grads)
+    finally:
+        for p, grad in zip(params, kept, strict=True):
+            p.grad = grad
     return counts

@@ -88,10 +88,53 @@ def _cuda() -> dict[str, Any]:
     }
 
 
+# variables that change how many threads run and how they wait: runs differ if these do
+THREADING_VARIABLES = ("OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH_", "CUDA_VISIBLE")
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages, where the OS reports them."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _cpu_frequency() -> dict[str, Any]:
+    """Scaling governor and turbo boost, where Linux exposes them (None: not readable here)."""
+    no_turbo = _read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    boost = _read("/sys/devices/system/cpu/cpufreq/boost")
+    return {
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "boost": (no_turbo == "0") if no_turbo is not None else boost == "1" if boost else None,
+    }
+
+
+def _matmul_precision() -> dict[str, Any]:
+    """TF32 and cuDNN switches: they change both the cases' times and the matmul ceiling."""
+    return {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+
+
 def capture(seed: int | None = None) -> dict[str, Any]:
-    """Environment facts for env.json: time, host, software, devices, threads, git state, seed."""
+    """Environment facts for env.json: time, host, software, devices, threads, git state, seed,
+    and what makes two runs comparable (load, threading variables, CPU frequency, TF32)."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
+    untracked = _git("ls-files", "--others", "--exclude-standard")
     return {
         "utc_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -100,8 +143,6 @@ def capture(seed: int | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_git_version": torch.version.git_version,
         "cuda": _cuda(),
-        "mps_available": bool(getattr(torch.backends, "mps", None))
-        and torch.backends.mps.is_available(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -109,6 +150,13 @@ def capture(seed: int | None = None) -> dict[str, Any]:
         "parallel_info": torch.__config__.parallel_info(),
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "git_untracked_files": None if untracked is None else bool(untracked),
+        "load_average_start": load_average(),
+        "threading_environment": {
+            k: v for k, v in sorted(os.environ.items()) if k.startswith(THREADING_VARIABLES)
+        },
+        "cpu_frequency": _cpu_frequency(),
+        "matmul_precision": _matmul_precision(),
         "packages": _package_versions(),
         "seed": seed,
     }

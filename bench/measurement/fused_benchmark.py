@@ -3,8 +3,10 @@
     python -m bench.measurement.fused_benchmark [--device cpu|cuda] [--mode infer|train] [--compile]
 
 Prints, for eca_fused and se_fused, each variant's median time as a multiple of `x.clone()` of
-the same tensor (the memory floor: one read and one write), and fused / eager. The three are
-timed in interleaved rounds so that a drift of the machine hits all alike. On CUDA it also
+the same tensor (the memory floor: one read and one write), and fused / eager. Every sample of a
+variant is followed by a copy of the same tensor (the suite's one measurement path,
+`measure_case`), so a drift of the machine hits both alike; the quality column flags rows
+measured while the machine was busy. On CUDA it also
 prints the achieved bandwidth of the fused kernels as a share of the copy's, and, with
 --compile, `torch.compile` of the eager module. Tensors stay at or under 32 MiB on CPUs: above
 that every fresh output is mapped anew and page faults hide what a kernel does.
@@ -19,7 +21,7 @@ import torch
 
 import attention_variants as av
 
-from .timing import measure, mode_fn
+from .case import CaseMeasurement, TimingBudget, measure_case
 
 SHAPES = [(8, 256, 56, 56), (64, 512, 14, 14), (32, 256, 28, 28), (16, 128, 56, 56),
           (4, 64, 56, 56), (4, 256, 14, 14)]  # fmt: skip
@@ -27,37 +29,27 @@ GPU_SHAPES = [(32, 256, 56, 56), (128, 512, 14, 14), (64, 1024, 14, 14), (32, 20
               (256, 256, 28, 28), (8, 64, 112, 112)]  # fmt: skip
 
 
-def _clone_fn(mode: str, x: torch.Tensor):
-    if mode == "infer":
-        return lambda: x.clone()
-    leaf = x.detach().requires_grad_(True)
-    upstream = torch.randn_like(x)
-    return lambda: leaf.clone().backward(upstream)
-
-
-def _median_of_rounds(
-    fns: dict[str, object], device: str, rounds: int, budget_s: float
-) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(
-                measure(fn, device=device, min_time_s=budget_s, max_time_s=4 * budget_s).median
-            )
-    return {name: statistics.median(values) for name, values in times.items()}
+def over_copy(measured: CaseMeasurement) -> float:
+    """Median over samples of time / the paired copy's time: the drift of the machine cancels."""
+    timing = measured.timing
+    return statistics.median(
+        s / r for s, r in zip(timing.samples_s, timing.reference_samples_s, strict=True)
+    )
 
 
 def run(device: str, mode: str, shapes, rounds: int, budget_s: float, compile_eager: bool) -> None:
+    budget = TimingBudget(min_time_s=budget_s, max_time_s=4 * budget_s, rounds=rounds)
     print(
         f"device={device} mode={mode} threads={torch.get_num_threads()} "
-        f"torch={torch.__version__}; times are medians of {rounds} interleaved rounds"
+        f"torch={torch.__version__}; each time over the copy of the same tensor timed right "
+        f"after it, medians over {rounds} rounds (bench.measurement.case.measure_case)"
     )
     header = f"{'shape':<20} {'layout':<14} {'variant':<4} {'clone':>9} {'eager/clone':>12} {'fused/clone':>12} {'fused/eager':>12}"
     if compile_eager:
         header += f" {'compiled/clone':>15}"
     if device.startswith("cuda"):
         header += f" {'fused BW / copy BW':>19}"
-    print(header)
+    print(header + "  quality")
     for shape in shapes:
         for layout, fmt in (
             ("contiguous", torch.contiguous_format),
@@ -68,25 +60,28 @@ def run(device: str, mode: str, shapes, rounds: int, budget_s: float, compile_ea
                 eager = av.create(name, shape[1]).to(device)
                 fused = av.create(f"{name}_fused", shape[1]).to(device)
                 fused.load_state_dict(eager.state_dict())
-                fns = {
-                    "clone": _clone_fn(mode, x),
-                    "eager": mode_fn(mode, eager, x),
-                    "fused": mode_fn(mode, fused, x),
+                measured = {
+                    "eager": measure_case(eager, x, mode=mode, budget=budget),
+                    "fused": measure_case(fused, x, mode=mode, budget=budget),
                 }
                 if compile_eager:
-                    fns["compiled"] = mode_fn(mode, torch.compile(eager), x)
-                t = _median_of_rounds(fns, device, rounds, budget_s)
+                    measured["compiled"] = measure_case(
+                        eager, x, mode=mode, budget=budget, compile=True
+                    )
+                ratio = {key: over_copy(m) for key, m in measured.items()}
+                clone = statistics.median(measured["fused"].timing.reference_samples_s)
                 line = (
                     f"{'x'.join(map(str, shape)):<20} {layout:<14} {name:<4} "
-                    f"{t['clone'] * 1e3:7.3f}ms {t['eager'] / t['clone']:12.2f} "
-                    f"{t['fused'] / t['clone']:12.2f} {t['fused'] / t['eager']:12.2f}"
+                    f"{clone * 1e3:7.3f}ms {ratio['eager']:12.2f} "
+                    f"{ratio['fused']:12.2f} {ratio['fused'] / ratio['eager']:12.2f}"
                 )
                 if compile_eager:
-                    line += f" {t['compiled'] / t['clone']:15.2f}"
+                    line += f" {ratio['compiled']:15.2f}"
                 if device.startswith("cuda"):
                     # both move 2 x the tensor's bytes: their bandwidths stand as inverse times
-                    line += f" {t['clone'] / t['fused'] * 100:18.0f}%"
-                print(line, flush=True)
+                    line += f" {100 / ratio['fused']:18.0f}%"
+                flags = sorted({f for m in measured.values() for f in m.flags})
+                print(f"{line}  {';'.join(flags) or 'ok'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,16 +22,21 @@ import torch
 from torch import nn
 
 CONFIDENCE = 0.95
+# below 6 samples even [min, max] covers the median with less than 95% (5 samples: 93.75%)
+MIN_SAMPLES_FOR_CI = 6
 
 
 def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
     """0-based ranks (lo, hi) of sorted samples that bracket the median with `confidence`.
 
     Distribution-free: the number of samples below the true median is Binomial(n, 1/2), so
-    [x_(lo), x_(hi)] covers it with probability sum_{i=lo+1}^{hi} C(n, i) / 2^n.
+    [x_(lo), x_(hi)] covers it with probability sum_{i=lo+1}^{hi} C(n, i) / 2^n. Needs
+    n >= MIN_SAMPLES_FOR_CI at 95%: fewer samples cannot give an interval that covers that often.
     """
-    if n < 1:
-        raise ValueError("n must be >= 1")
+    if n < MIN_SAMPLES_FOR_CI:
+        raise ValueError(
+            f"n={n}: a {confidence:.0%} interval of the median needs n >= {MIN_SAMPLES_FOR_CI}"
+        )
     alpha = (1 - confidence) / 2
     # largest lo with P(Binomial <= lo) <= alpha; exact for moderate n, normal beyond
     if n <= 1000:
@@ -59,6 +64,19 @@ class Measurement:
     warmup_calls: int = 0
     stop_reason: str = ""
     reference_samples_s: list[float] | None = None  # paired samples of a reference, if any
+    # per sample, when rounds with their own calibration were combined
+    sample_block_sizes: list[int] | None = None
+    sample_rounds: list[int] | None = None
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """Calls per sample, sample by sample."""
+        return self.sample_block_sizes or [self.block_size] * self.n
+
+    @property
+    def rounds(self) -> list[int]:
+        """The round (0, 1, ...) each sample was taken in."""
+        return self.sample_rounds or [0] * self.n
 
     @property
     def n(self) -> int:
@@ -85,7 +103,9 @@ class Measurement:
 
     @property
     def ci(self) -> tuple[float, float]:
-        """95% confidence interval of the median, from order statistics."""
+        """95% confidence interval of the median, from order statistics; NaN for n < 6."""
+        if self.n < MIN_SAMPLES_FOR_CI:
+            return math.nan, math.nan
         ordered = sorted(self.samples_s)
         lo, hi = median_ci_ranks(self.n)
         return ordered[lo], ordered[hi]
@@ -97,8 +117,11 @@ class Measurement:
 
     def summary(self) -> str:
         low, high = self.ci
+        interval = (
+            f"95% CI {low * 1e6:.2f}-{high * 1e6:.2f}" if self.n >= MIN_SAMPLES_FOR_CI else "no CI"
+        )
         return (
-            f"median {self.median * 1e6:.2f} us [95% CI {low * 1e6:.2f}-{high * 1e6:.2f}], "
+            f"median {self.median * 1e6:.2f} us [{interval}], "
             f"IQR {self.iqr * 1e6:.2f} us, n={self.n} x {self.block_size} calls ({self.stop_reason})"
         )
 
@@ -114,14 +137,17 @@ def combine(measurements: Sequence[Measurement]) -> Measurement:
     if all(m.reference_samples_s is not None for m in measurements):
         references = [s for m in measurements for s in m.reference_samples_s]
     reasons = sorted({m.stop_reason for m in measurements})
+    block_sizes = [b for m in measurements for b in m.block_sizes]
     return Measurement(
         samples,
-        first.block_size,
+        int(statistics.median_low(block_sizes)),
         first.device,
         first.threads,
         sum(m.warmup_calls for m in measurements),
         "+".join(reasons),
         references,
+        block_sizes,
+        [r for r, m in enumerate(measurements) for _ in m.samples_s],
     )
 
 
@@ -156,7 +182,7 @@ def _stop_reason(
     if elapsed >= max_time_s and n >= min(min_samples, 3):
         return "time_cap"
     # a CI from a short burst of samples misses the machine's slower drift: sample a while first
-    if n >= min_samples and elapsed >= min_time_s:
+    if n >= max(min_samples, MIN_SAMPLES_FOR_CI) and elapsed >= min_time_s:
         ordered = sorted(samples)
         lo, hi = median_ci_ranks(n)
         median = statistics.median(ordered)
@@ -197,13 +223,19 @@ def _calibrate_block_size(
 
 
 def _warm_up(fn: Callable[[], Any], warmup_s: float, sync: Callable[[], None]) -> tuple[int, float]:
-    """Run `fn` for `warmup_s` (and at least once); returns (calls, nanoseconds per call)."""
+    """Run `fn` for `warmup_s` (and at least twice); returns (calls, nanoseconds per call).
+
+    The estimate leaves out the first call: compilation or a kernel build on first use would
+    make a fast call look slow and give blocks of one call.
+    """
+    fn()
+    sync()
     calls, start = 0, time.perf_counter_ns()
     while calls < 1 or time.perf_counter_ns() - start < warmup_s * 1e9:
         fn()
         calls += 1
     sync()
-    return calls, (time.perf_counter_ns() - start) / calls
+    return calls + 1, (time.perf_counter_ns() - start) / calls
 
 
 class _CpuTimer:

@@ -19,20 +19,25 @@ from typing import Any
 import pandas as pd
 import yaml
 
-SCHEMA_VERSION = 1
+from ..measurement.quality import FLAGS
+from ..measurement.timing import Measurement
+
+SCHEMA_VERSION = 2  # 2: quality, rounds and compile columns; a round per sample
 
 COLUMNS = [
     "run_id", "case_id", "role", "model", "variant", "options", "variant_label", "batch",
     "channels", "height", "width", "dtype", "device", "mode", "memory_format", "compile",
     "threads", "status", "error", "latency_median_s", "latency_iqr_s", "latency_ci_low_s",
     "latency_ci_high_s", "latency_mean_s", "latency_std_s", "n_samples", "block_size",
-    "stop_reason", "images_per_s", "flops", "macs", "bytes_read", "bytes_written",
+    "rounds", "stop_reason", "images_per_s", "quality", "other_cpu_share", "compile_graphs",
+    "compile_graph_breaks", "flops", "macs", "bytes_read", "bytes_written",
     "bytes_moved", "peak_memory_bytes", "params", "unscored_ops", "seed", "wall_time_s",
 ]  # fmt: skip
 SAMPLE_COLUMNS = [
     "run_id",
     "case_id",
     "sample",
+    "round",  # each round a separate stretch of time on a fresh copy of the input
     "seconds_per_call",
     "block_size",
     "reference_seconds_per_call",
@@ -109,27 +114,30 @@ class RunDirectory:
         )
 
     def update_run_info(self, **fields: Any) -> None:
-        path = self.path / "run.json"
+        self._update_json("run.json", fields)
+
+    def update_env(self, **fields: Any) -> None:
+        self._update_json("env.json", fields)
+
+    def _update_json(self, name: str, fields: dict[str, Any]) -> None:
+        path = self.path / name
         info = json.loads(path.read_text()) if path.exists() else {}
         info.update(fields)
-        write_atomic(path, json.dumps(info, indent=2) + "\n")
+        write_atomic(path, json.dumps(info, indent=2, default=str) + "\n")
 
     def append_row(self, row: dict[str, Any]) -> None:
         _append_csv(self.results_csv, COLUMNS, [row])
 
-    def append_samples(
-        self,
-        run_id: str,
-        case_id: str,
-        samples: list[float],
-        block_size: int,
-        reference_samples: list[float] | None = None,
-    ) -> None:
-        references = reference_samples or [""] * len(samples)
+    def append_samples(self, run_id: str, case_id: str, measurement: Measurement) -> None:
+        """Every sample of a case, with its round, its block size and its paired reference."""
+        samples = measurement.samples_s
+        references = measurement.reference_samples_s or [""] * len(samples)
         rows = [
-            {"run_id": run_id, "case_id": case_id, "sample": i, "seconds_per_call": s,
-             "block_size": block_size, "reference_seconds_per_call": r}
-            for i, (s, r) in enumerate(zip(samples, references, strict=True))
+            {"run_id": run_id, "case_id": case_id, "sample": i, "round": r,
+             "seconds_per_call": s, "block_size": b, "reference_seconds_per_call": ref}
+            for i, (s, r, b, ref) in enumerate(zip(
+                samples, measurement.rounds, measurement.block_sizes, references, strict=True
+            ))
         ]  # fmt: skip
         _append_csv(self.samples_csv, SAMPLE_COLUMNS, rows)
 
@@ -197,6 +205,15 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise RunDirectoryError(f"{csv_path} lacks columns {missing}; not a results table")
     return frame
+
+
+def quality_warnings(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """run.json's summary of the quality flags: one entry per flag, with how many rows carry it."""
+    if "quality" not in results:
+        return []
+    flags = results["quality"].astype("string").fillna("ok").str.split(";").explode()
+    counts = flags[flags != "ok"].value_counts()
+    return [{"flag": flag, "rows": int(counts[flag])} for flag in FLAGS if flag in counts]
 
 
 def read_samples(run_dir: str | Path) -> pd.DataFrame:

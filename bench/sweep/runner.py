@@ -22,14 +22,14 @@ from tqdm import tqdm
 import attention_variants as av
 from attention_variants import backbones
 
+from ..measurement.case import CaseMeasurement, measure_case
 from ..measurement.ceilings import measure_ceilings
-from ..measurement.counting import Counts, count
-from ..measurement.environment import capture, case_seed, seed_everything
-from ..measurement.memory import peak_memory
+from ..measurement.counting import Counts
+from ..measurement.environment import capture, case_seed, load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.references import REFERENCES
-from ..measurement.timing import Measurement, combine, measure, mode_fn
-from .results import RunDirectory, new_run_id, read_results
+from ..measurement.timing import mode_fn
+from .results import RunDirectory, new_run_id, quality_warnings, read_results
 from .spec import Case, SweepSpec, expand, spec_from_dict
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,6 +42,13 @@ class RunSummary:
     skipped_as_recorded: int = 0
     interrupted: bool = False
     elapsed_s: float = 0.0
+    flags: Counter = field(default_factory=Counter)  # quality flag -> rows carrying it
+    flagged_rows: int = 0
+
+    def count_flags(self, quality: str | None) -> None:
+        if quality and quality != "ok":
+            self.flagged_rows += 1
+            self.flags.update(quality.split(";"))
 
     @property
     def failed(self) -> int:
@@ -60,10 +67,18 @@ class RunSummary:
             f" ({self.skipped_as_recorded} already recorded)" if self.skipped_as_recorded else ""
         )
         state = "interrupted" if self.interrupted else "done"
-        return (
+        line = (
             f"{state}: {sum(self.statuses.values())} cases run{resumed}: {counts} "
             f"in {self.elapsed_s:.1f} s; run directory {self.run_dir}"
         )
+        if self.flagged_rows:
+            kinds = ", ".join(f"{n} {flag}" for flag, n in sorted(self.flags.items()))
+            line += (
+                f"\nwarning: {self.flagged_rows} case(s) flagged ({kinds}): their times may not "
+                "be what the code costs; see the `quality` column and the README's "
+                "'Quality flags'. `bench compare` calls them inconclusive."
+            )
+        return line
 
 
 def unsupported_reason(case: Case) -> str:
@@ -113,26 +128,8 @@ def _base_row(case: Case, run_id: str, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _latency_fields(m: Measurement, batch: int) -> dict[str, Any]:
-    low, high = m.ci
-    return {
-        "threads": m.threads, "latency_median_s": m.median, "latency_iqr_s": m.iqr,
-        "latency_ci_low_s": low, "latency_ci_high_s": high, "latency_mean_s": m.mean,
-        "latency_std_s": m.std, "n_samples": m.n, "block_size": m.block_size,
-        "stop_reason": m.stop_reason, "images_per_s": batch / m.median,
-    }  # fmt: skip
-
-
-def _count_fields(c: Counts) -> dict[str, Any]:
-    return {
-        "flops": c.flops, "macs": c.macs, "bytes_read": c.bytes_read,
-        "bytes_written": c.bytes_written, "bytes_moved": c.bytes_moved,
-        "unscored_ops": " ".join(sorted(c.unscored_ops)),
-    }  # fmt: skip
-
-
 class CaseRunner:
-    """Measures cases for one sweep; counts are computed once per shape and reused."""
+    """Measures cases for one sweep; counts are computed once per shape and device."""
 
     def __init__(self, spec: SweepSpec, run_dir: RunDirectory, run_id: str):
         self.spec = spec
@@ -140,7 +137,7 @@ class CaseRunner:
         self.run_id = run_id
         self._counts: dict[tuple, Counts] = {}
 
-    def run(self, case: Case) -> tuple[dict[str, Any], Measurement | None]:
+    def run(self, case: Case) -> tuple[dict[str, Any], CaseMeasurement | None]:
         seed = case_seed(self.spec.seed, *case.key)
         row = _base_row(case, self.run_id, seed)
         started = time.perf_counter()
@@ -152,7 +149,7 @@ class CaseRunner:
             try:
                 measurement = self._measure(case, seed, row)
                 row["status"] = "ok"
-            except torch.OutOfMemoryError as error:
+            except (torch.OutOfMemoryError, MemoryError) as error:
                 row.update(status="oom", error=_one_line(error))
             except Exception as error:  # a failing case is recorded; the sweep goes on
                 row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
@@ -163,44 +160,23 @@ class CaseRunner:
         row["wall_time_s"] = time.perf_counter() - started
         return row, measurement
 
-    def _measure(self, case: Case, seed: int, row: dict[str, Any]) -> Measurement:
+    def _measure(self, case: Case, seed: int, row: dict[str, Any]) -> CaseMeasurement:
         seed_everything(seed)
         module, x = build_case(case)
-        row["params"] = sum(p.numel() for p in module.parameters())
-        timed = torch.compile(module) if case.compile else module
-        budget = self.spec.timing
-        rounds = []
-        for _ in range(budget.rounds):
-            # each round times a fresh copy of the input: where a tensor lands in memory moves
-            # cache-sized cases by several percent, and pooling rounds averages that out
-            x_round = x.clone()
-            reference = None
-            if budget.paired_reference and case.role == "variant":
-                reference = mode_fn(case.mode, REFERENCES["copy"](case.channels), x_round)
-            rounds.append(measure(
-                mode_fn(case.mode, timed, x_round), reference=reference, device=case.device,
-                threads=self.spec.threads, warmup_s=budget.warmup_s,
-                min_time_s=budget.min_time_s / budget.rounds,
-                max_time_s=budget.max_time_s / budget.rounds, target_ci=budget.target_ci,
-                min_samples=max(3, -(-budget.min_samples // budget.rounds)),
-            ))  # fmt: skip
-            if rounds[-1].n < 10:
-                break  # calls this slow are not cache-sized: spend the budget on samples
-        measurement = combine(rounds)
-        row.update(_latency_fields(measurement, case.batch))
-        train = case.mode == "train"
-        module.train(train)  # counts and memory of the eager module, in the timed mode
-        if case.shape_key not in self._counts:
-            self._counts[case.shape_key] = count(module, x, backward=train)
-        row.update(_count_fields(self._counts[case.shape_key]))
-        row["peak_memory_bytes"] = peak_memory(module, x, backward=train)
+        measured = measure_case(
+            module, x, mode=case.mode, budget=self.spec.timing, threads=self.spec.threads,
+            compile=case.compile, paired_reference=self.spec.timing.paired_reference
+            and case.role == "variant", counts_cache=self._counts, counts_key=case.shape_key,
+        )  # fmt: skip
+        row.update(measured.row_fields(case.batch))
         if self.spec.profile:
+            timed = torch.compile(module) if case.compile else module
             profile_case(
                 mode_fn(case.mode, timed, x),
                 self.run_dir.traces / trace_name(case.label),
                 device=case.device,
             )
-        return measurement
+        return measured
 
 
 def _one_line(value: Any) -> str:
@@ -264,18 +240,15 @@ def run_sweep(
     bar = tqdm(todo, disable=quiet, unit="case", dynamic_ncols=True, desc="sweep")
     try:
         for case in bar:
-            bar.set_postfix_str(case.label, refresh=True)
-            row, measurement = runner.run(case)
+            flagged = f"{summary.flagged_rows} flagged; " if summary.flagged_rows else ""
+            bar.set_postfix_str(flagged + case.label, refresh=True)
+            row, measured = runner.run(case)
+            if measured is not None:
+                # samples first: a row on disk always has its samples
+                run_dir.append_samples(run_id, case.case_id, measured.timing)
             run_dir.append_row(row)
-            if measurement is not None:
-                run_dir.append_samples(
-                    run_id,
-                    case.case_id,
-                    measurement.samples_s,
-                    measurement.block_size,
-                    measurement.reference_samples_s,
-                )
             summary.statuses[row["status"]] += 1
+            summary.count_flags(row.get("quality"))
             if row["status"] in ("error", "oom") and not quiet:
                 tqdm.write(f"{row['status']}: {case.label}: {row['error'][:200]}")
     except KeyboardInterrupt:
@@ -284,10 +257,14 @@ def run_sweep(
         bar.close()
         summary.elapsed_s = time.perf_counter() - started
         run_dir.write_parquet()
+        run_dir.update_env(load_average_end=load_average())
         run_dir.update_run_info(
             status="interrupted" if summary.interrupted else "complete",
             finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             cases_total=len(cases),
             cases_recorded=len(read_results(run_dir.path)) if run_dir.results_csv.exists() else 0,
+            warnings=quality_warnings(read_results(run_dir.path))
+            if run_dir.results_csv.exists()
+            else [],
         )
     return summary

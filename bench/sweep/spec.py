@@ -24,6 +24,7 @@ import yaml
 
 import attention_variants as av
 
+from ..measurement.case import TimingBudget
 from ..measurement.references import REFERENCES
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -92,21 +93,6 @@ def split_top_level(text: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return [p.strip() for p in parts if p.strip()]
-
-
-@dataclass
-class TimingBudget:
-    """How long each case is timed (see bench.measurement.timing.measure)."""
-
-    warmup_s: float = 0.05
-    min_time_s: float = 0.1
-    max_time_s: float = 1.0
-    target_ci: float = 0.01
-    min_samples: int = 10
-    # time each variant in alternation with a copy of its input: `bench compare` divides the
-    # pairs, which cancels the machine's drift
-    paired_reference: bool = True
-    rounds: int = 3  # the budget is split over this many fresh copies of the input
 
 
 @dataclass
@@ -191,9 +177,10 @@ class Case:
 
     @property
     def shape_key(self) -> tuple:
-        """What FLOPs, MACs and bytes depend on: not the device, format or compilation."""
-        role, model, label, batch, channels, height, width, dtype, _, mode, _, _ = self.key
-        return (role, model, label, batch, channels, height, width, dtype, mode)
+        """What FLOPs, MACs and bytes depend on: not the memory format or compilation (the
+        device does: SDPA picks other kernels on CUDA)."""
+        role, model, label, batch, channels, height, width, dtype, device, mode, _, _ = self.key
+        return (role, model, label, batch, channels, height, width, dtype, device, mode)
 
     @property
     def label(self) -> str:
@@ -386,8 +373,6 @@ def _device_present(device: str) -> bool:
         return not index
     if kind == "cuda":
         return torch.cuda.is_available() and (not index or int(index) < torch.cuda.device_count())
-    if kind == "mps":
-        return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     return False
 
 
@@ -396,15 +381,18 @@ def resolve_devices(devices: list[str], problems: list[str], notes: list[str]) -
     resolved: list[str] = []
     for device in devices:
         if device == "auto":
-            for candidate in ("cpu", "cuda", "mps"):
+            for candidate in ("cpu", "cuda"):
                 if _device_present(candidate):
                     resolved.append(candidate)
                 else:
                     notes.append(f"devices: auto skips {candidate} (not present)")
             continue
-        if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", str(device)):
+        if not re.fullmatch(r"(cpu|cuda)(:\d+)?", str(device)):
+            unsupported = (
+                " (timing on MPS is not supported)" if str(device).startswith("mps") else ""
+            )
             problems.append(
-                f"devices: {device!r} is invalid; allowed: auto, cpu, cuda, cuda:N, mps"
+                f"devices: {device!r} is invalid{unsupported}; allowed: auto, cpu, cuda, cuda:N"
             )
         elif not _device_present(device):
             problems.append(f"devices: {device!r} was asked for but is not present on this machine")

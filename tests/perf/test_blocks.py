@@ -1,24 +1,29 @@
 """pytest-benchmark suite: every registered variant (eager and fused) and the copy reference at
 representative shapes, inference and training, grouped by shape.
 
-Under the plain test command benchmarking is disabled (each runs once, as a quick test). To
-measure and save raw samples for `python -m bench compare`:
+Each case is measured by `bench.measurement.case.measure_case`, the sweep's own measurement:
+the samples pytest-benchmark shows and saves are those samples, and `extra_info` carries their
+paired copy references, rounds and quality, so `python -m bench compare` reads a saved JSON with
+the same statistics as a run directory.
 
-    pytest tests/perf --benchmark-enable --benchmark-only \\
-        --benchmark-json=perf.json --benchmark-save-data
+Under the plain test command benchmarking is disabled: each case is measured with a tiny budget,
+as a quick test of the path. To measure and save for `python -m bench compare`:
+
+    pytest tests/perf --benchmark-enable --benchmark-only --benchmark-json=perf.json
 """
 
 import pytest
 import torch
+from pytest_benchmark.stats import Stats
 
 import attention_variants as av
-from bench.measurement.counting import count
-from bench.measurement.memory import peak_memory
+from bench.measurement.case import TimingBudget, measure_case
 from bench.measurement.references import REFERENCES
 from bench.measurement.timing import mode_fn
 
 SHAPES = [(8, 64, 28, 28), (8, 256, 14, 14)]
 BLOCKS = [*av.available(), "copy"]
+SMOKE_BUDGET = TimingBudget(warmup_s=0.0, min_time_s=0.0, max_time_s=0.002, min_samples=1, rounds=1)
 
 
 def _build(name, channels):
@@ -34,18 +39,32 @@ def test_block(benchmark, name, shape, mode):
     torch.manual_seed(0)
     module = _build(name, shape[1])
     x = torch.randn(shape)
-    train = mode == "train"
-    module.train(train)
-    counts = count(module, x, backward=train)
+    reference = name != "copy"
+    measured = measure_case(
+        module,
+        x,
+        mode=mode,
+        budget=SMOKE_BUDGET if benchmark.disabled else TimingBudget(),
+        paired_reference=reference,
+    )
+    timing = measured.timing
     benchmark.group = f"{'x'.join(map(str, shape))} {mode}"
     benchmark.extra_info.update(
-        variant=name, role="reference" if name == "copy" else "variant", batch=shape[0],
+        variant=name, role="variant" if reference else "reference", batch=shape[0],
         channels=shape[1], height=shape[2], width=shape[3], dtype="float32", device="cpu",
-        mode=mode, memory_format="contiguous", compile=False, flops=counts.flops,
-        macs=counts.macs, bytes_moved=counts.bytes_moved,
-        peak_memory_bytes=peak_memory(module, x, backward=train),
-        params=sum(p.numel() for p in module.parameters()),
+        mode=mode, memory_format="contiguous", compile=False, flops=measured.counts.flops,
+        macs=measured.counts.macs, bytes_moved=measured.counts.bytes_moved,
+        peak_memory_bytes=measured.peak_memory_bytes, params=measured.params,
+        quality=measured.quality, samples_s=timing.samples_s, rounds=timing.rounds,
+        block_sizes=timing.block_sizes, reference_samples_s=timing.reference_samples_s,
     )  # fmt: skip
-    result = benchmark(mode_fn(mode, module, x))
+    # one untimed call through the fixture; the statistics are measure_case's samples
+    result = benchmark.pedantic(mode_fn(mode, module, x), rounds=1, iterations=1)
+    if benchmark.stats is not None:
+        stats = Stats()
+        for sample in timing.samples_s:
+            stats.update(sample)
+        benchmark.stats.stats = stats
+    assert timing.n >= 1 and measured.quality
     if mode == "infer":
         assert result.shape == x.shape  # a benchmark that runs the block must still be right

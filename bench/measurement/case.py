@@ -1,0 +1,194 @@
+"""The one way a case is measured: timing paired with its reference, counts, memory, quality.
+
+The sweep runner, the pytest-benchmark suite and the fused benchmark all call `measure_case`,
+so every number the suite prints was measured the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .counting import Counts, count
+from .memory import peak_memory
+from .quality import CpuLoad, CpuLoadWindow, GpuWatch, load_flags, quality_label, sample_flags
+from .references import REFERENCES
+from .timing import MIN_SAMPLES_FOR_CI, Measurement, combine, measure, mode_fn, thread_count
+
+
+@dataclass
+class TimingBudget:
+    """How long each case is timed (see `bench.measurement.timing.measure`)."""
+
+    warmup_s: float = 0.05
+    min_time_s: float = 0.1
+    max_time_s: float = 1.0
+    target_ci: float = 0.01
+    min_samples: int = 10
+    # time each variant in alternation with a copy of its input: `bench compare` divides the
+    # pairs, which cancels the machine's drift
+    paired_reference: bool = True
+    rounds: int = 3  # the budget is split over this many fresh copies of the input
+
+
+class CompileFallbackError(RuntimeError):
+    """A case asked to be compiled ran eagerly: its time would not be a compiled time."""
+
+
+@dataclass
+class CompileStats:
+    graphs: int
+    graph_breaks: int
+
+
+@dataclass
+class CaseMeasurement:
+    """Everything measured for one case."""
+
+    timing: Measurement
+    counts: Counts
+    peak_memory_bytes: int
+    params: int
+    flags: list[str] = field(default_factory=list)
+    cpu_load: CpuLoad | None = None
+    compile_stats: CompileStats | None = None
+
+    @property
+    def quality(self) -> str:
+        return quality_label(self.flags)
+
+    def row_fields(self, batch: int) -> dict[str, Any]:
+        """The result row's measured columns."""
+        m, c = self.timing, self.counts
+        low, high = m.ci
+        return {
+            "threads": m.threads, "latency_median_s": m.median, "latency_iqr_s": m.iqr,
+            "latency_ci_low_s": low if m.n >= MIN_SAMPLES_FOR_CI else None,
+            "latency_ci_high_s": high if m.n >= MIN_SAMPLES_FOR_CI else None,
+            "latency_mean_s": m.mean, "latency_std_s": m.std, "n_samples": m.n,
+            "rounds": len(set(m.rounds)), "block_size": m.block_size,
+            "stop_reason": m.stop_reason, "images_per_s": batch / m.median,
+            "quality": self.quality,
+            "other_cpu_share": None if self.cpu_load is None else self.cpu_load.other_share,
+            "compile_graphs": None if self.compile_stats is None else self.compile_stats.graphs,
+            "compile_graph_breaks": (
+                None if self.compile_stats is None else self.compile_stats.graph_breaks
+            ),
+            "flops": c.flops, "macs": c.macs, "bytes_read": c.bytes_read,
+            "bytes_written": c.bytes_written, "bytes_moved": c.bytes_moved,
+            "unscored_ops": " ".join(sorted(c.unscored_ops)),
+            "peak_memory_bytes": self.peak_memory_bytes, "params": self.params,
+        }  # fmt: skip
+
+
+def compile_module(
+    module: nn.Module, mode: str, x: torch.Tensor, backend: str = "inductor"
+) -> tuple[nn.Module, CompileStats]:
+    """`torch.compile(module, backend=backend)`, called once, with proof that dynamo captured
+    a graph.
+
+    The compiler's caches are reset first: compiling many modules in one process otherwise hits
+    dynamo's recompile limit, after which it runs them eagerly without a word.
+    """
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(module, backend=backend)
+    mode_fn(mode, compiled, x)()
+    stats = CompileStats(
+        graphs=int(counters["stats"]["unique_graphs"]),
+        graph_breaks=int(sum(counters["graph_break"].values())),
+    )
+    if stats.graphs == 0:
+        raise CompileFallbackError(
+            "torch.compile captured no graph: the module ran eagerly, so no compiled time exists"
+        )
+    return compiled, stats
+
+
+def time_rounds(
+    mode: str,
+    module: nn.Module | Callable,
+    x: torch.Tensor,
+    *,
+    budget: TimingBudget,
+    device: str,
+    threads: int | None = None,
+    reference: nn.Module | None = None,
+) -> Measurement:
+    """`budget.rounds` rounds, each on a fresh copy of `x`, each sample of `module` followed
+    by one of `reference` on the same copy; every round keeps its own calibration."""
+    rounds = []
+    for _ in range(budget.rounds):
+        # where a tensor lands in memory moves cache-sized cases by several percent: each
+        # round times a fresh copy, and the rounds together average that out
+        x_round = x.clone()
+        paired = None if reference is None else mode_fn(mode, reference, x_round)
+        rounds.append(measure(
+            mode_fn(mode, module, x_round), reference=paired, device=device, threads=threads,
+            warmup_s=budget.warmup_s, min_time_s=budget.min_time_s / budget.rounds,
+            max_time_s=budget.max_time_s / budget.rounds, target_ci=budget.target_ci,
+            min_samples=max(3, -(-budget.min_samples // budget.rounds)),
+        ))  # fmt: skip
+    return combine(rounds)
+
+
+def measure_case(
+    module: nn.Module,
+    x: torch.Tensor,
+    *,
+    mode: str,
+    budget: TimingBudget | None = None,
+    threads: int | None = None,
+    compile: bool = False,
+    paired_reference: bool | None = None,
+    counts_cache: dict[Any, Counts] | None = None,
+    counts_key: Any = None,
+) -> CaseMeasurement:
+    """Time, count and weigh `module` on `x` in `mode` ("infer" or "train").
+
+    Timing follows `budget` (rounds on fresh copies of `x`, each sample paired with a copy of
+    the same tensor unless `paired_reference` is False), on the module compiled when `compile`
+    (an eager fallback raises `CompileFallbackError`). Counts and peak memory are those of the
+    eager module; `counts_cache[counts_key]` reuses counts across cases of the same shape.
+    The quality flags say what could make the timing wrong (see `bench.measurement.quality`).
+    """
+    budget = budget or TimingBudget()
+    device = str(x.device)
+    paired = budget.paired_reference if paired_reference is None else paired_reference
+    params = sum(p.numel() for p in module.parameters())
+    compile_stats = None
+    timed: nn.Module = module
+    if compile:
+        timed, compile_stats = compile_module(module, mode, x)
+    reference = REFERENCES["copy"](x.shape[1]) if paired else None
+    gpu = GpuWatch(x.device) if x.device.type == "cuda" else None
+    with thread_count(threads) as used_threads, CpuLoadWindow(used_threads) as window:
+        timing = time_rounds(
+            mode, timed, x, budget=budget, device=device, threads=threads, reference=reference
+        )
+    flags = sample_flags(timing) + load_flags(window.load)
+    if gpu is not None:
+        flags += gpu.check()
+    train = mode == "train"
+    module.train(train)  # counts and memory of the eager module, in the timed mode
+    if counts_cache is not None and counts_key in counts_cache:
+        counts = counts_cache[counts_key]
+    else:
+        counts = count(module, x, backward=train)
+        if counts_cache is not None:
+            counts_cache[counts_key] = counts
+    return CaseMeasurement(
+        timing=timing,
+        counts=counts,
+        peak_memory_bytes=peak_memory(module, x, backward=train),
+        params=params,
+        flags=flags,
+        cpu_load=window.load,
+        compile_stats=compile_stats,
+    )

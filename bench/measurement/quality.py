@@ -1,0 +1,176 @@
+"""How far a measurement can be trusted: flags for contention, instability and too few samples.
+
+A row's `quality` is ``ok`` or its flags joined by ``;``:
+
+- ``contended``: other processes used the CPUs this process may run on while the case was timed.
+  From ``/proc/stat``: the busy time (user, nice, system, irq, softirq, steal) of those CPUs over
+  the timed window, minus this process's own CPU time, is more than CONTENDED_SHARE of the
+  window's wall time x the threads in use. Steal time (a hypervisor running someone else) counts.
+- ``contention_unchecked``: ``/proc/stat`` cannot be read (not Linux): contention is unknown,
+  not absent.
+- ``unstable``: the samples spread beyond what the stop rule can tame (after pyperf's checks):
+  the IQR is more than UNSTABLE_IQR of the median, or the 95% CI of the median is wider than
+  UNSTABLE_CI of it on either side.
+- ``few_samples``: fewer than MIN_SAMPLES_FOR_CI samples, too few for a 95% interval of the
+  median from order statistics; the row's CI columns are then empty.
+- ``gpu_throttled``, ``gpu_shared`` (CUDA, when NVML is installed): the clocks were held down
+  for a reason other than idling, or another process had the GPU while the case was timed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .timing import MIN_SAMPLES_FOR_CI, Measurement
+
+CONTENDED_SHARE = 0.10
+UNSTABLE_IQR = 0.10
+UNSTABLE_CI = 0.05
+FLAGS = (
+    "contended",
+    "contention_unchecked",
+    "unstable",
+    "few_samples",
+    "gpu_throttled",
+    "gpu_shared",
+)
+PROC_STAT = Path("/proc/stat")
+# /proc/stat's cpuN fields: user nice system idle iowait irq softirq steal guest guest_nice
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+
+
+def _busy_cpu_seconds(cpus: set[int]) -> float | None:
+    """Busy seconds of `cpus` since boot, or None where /proc/stat is not there."""
+    try:
+        lines = PROC_STAT.read_text().splitlines()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            busy += sum(int(fields[i]) for i in _BUSY_FIELDS if i < len(fields))
+    return busy / ticks
+
+
+def _usable_cpus() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+@dataclass
+class CpuLoad:
+    """Other processes' CPU use over a window, as a share of wall time x threads in use."""
+
+    other_share: float | None  # None: could not be measured
+    wall_s: float
+    threads: int
+
+    @property
+    def contended(self) -> bool:
+        return self.other_share is not None and self.other_share > CONTENDED_SHARE
+
+
+class CpuLoadWindow:
+    """Brackets a timed stretch: ``with CpuLoadWindow(threads) as window: ...; window.load``."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self.cpus = _usable_cpus()
+        self.load: CpuLoad | None = None
+
+    def __enter__(self) -> CpuLoadWindow:
+        self._busy = _busy_cpu_seconds(self.cpus)
+        self._own = time.process_time()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self._wall
+        own = time.process_time() - self._own
+        busy = _busy_cpu_seconds(self.cpus)
+        share = None
+        if self._busy is not None and busy is not None and wall > 0:
+            # /proc/stat counts in ticks: each CPU's count can be off by a tick at either end,
+            # which a short window would otherwise read as another process's work
+            slack = 2 * len(self.cpus) / os.sysconf("SC_CLK_TCK")
+            other = max(0.0, (busy - self._busy) - own - slack)
+            share = other / (wall * self.threads)
+        self.load = CpuLoad(share, wall, self.threads)
+
+
+def sample_flags(measurement: Measurement) -> list[str]:
+    """Flags that come from the samples alone: few_samples, unstable."""
+    if measurement.n < MIN_SAMPLES_FOR_CI:
+        return ["few_samples"]
+    median = measurement.median
+    if median <= 0:
+        return ["unstable"]
+    low, high = measurement.ci
+    if measurement.iqr / median > UNSTABLE_IQR or max(median - low, high - median) / median > (
+        UNSTABLE_CI
+    ):
+        return ["unstable"]
+    return []
+
+
+def load_flags(load: CpuLoad | None) -> list[str]:
+    if load is None or load.other_share is None:
+        return ["contention_unchecked"]
+    return ["contended"] if load.contended else []
+
+
+class GpuWatch:
+    """Throttling and other processes on a CUDA device over a window, where NVML can tell."""
+
+    IDLE_REASONS = 0x1  # nvmlClocksThrottleReasonGpuIdle: clocks down because nothing ran
+
+    def __init__(self, device: torch.device):
+        self.flags: list[str] = []
+        self.handle = None
+        try:
+            import pynvml  # optional: installed with the CUDA build's nvidia-ml-py
+
+            pynvml.nvmlInit()
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # no NVML: nothing to add, and no flag claims otherwise
+            self.handle = None
+
+    def check(self) -> list[str]:
+        if self.handle is None:
+            return []
+        flags = []
+        try:
+            reasons = self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
+            if reasons & ~self.IDLE_REASONS:
+                flags.append("gpu_throttled")
+            others = [
+                p
+                for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+                if p.pid != os.getpid()
+            ]
+            if others:
+                flags.append("gpu_shared")
+        except Exception:
+            return []
+        return flags
+
+
+def quality_label(flags: list[str]) -> str:
+    """``ok`` or the flags joined by ``;``, in a fixed order."""
+    present = [f for f in FLAGS if f in set(flags)]
+    return ";".join(present) if present else "ok"
+
+
+def is_ok(quality: object) -> bool:
+    """Whether a row's quality column says it can be trusted (empty in old runs: trusted)."""
+    return quality in ("ok", "", None) or (isinstance(quality, float) and quality != quality)

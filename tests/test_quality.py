@@ -1,0 +1,161 @@
+"""Quality flags: contention measured from /proc/stat, instability, too few samples, compile
+fallbacks; each against a machine state made for the test."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import attention_variants as av
+from bench.measurement import quality
+from bench.measurement.case import (
+    CompileFallbackError,
+    TimingBudget,
+    compile_module,
+    measure_case,
+    time_rounds,
+)
+from bench.measurement.quality import CpuLoadWindow, load_flags, quality_label, sample_flags
+from bench.measurement.timing import Measurement, combine, measure, median_ci_ranks
+
+linux_only = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat")
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _busy_processes(count: int, seconds: float) -> list[subprocess.Popen]:
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+
+
+@linux_only
+def test_a_quiet_window_is_not_contended():
+    with CpuLoadWindow(threads=1) as window:
+        _spin(0.5)  # our own work is not someone else's
+    assert window.load.other_share is not None
+    assert not window.load.contended, window.load
+    assert load_flags(window.load) == []
+
+
+@linux_only
+def test_a_busy_neighbour_on_every_cpu_is_contended():
+    cpus = len(os.sched_getaffinity(0))
+    neighbours = _busy_processes(cpus, seconds=3)
+    try:
+        time.sleep(0.3)  # let them start spinning
+        with CpuLoadWindow(threads=cpus) as window:
+            _spin(0.6)
+    finally:
+        for process in neighbours:
+            process.kill()
+            process.wait()
+    assert window.load.contended, window.load
+    assert load_flags(window.load) == ["contended"]
+
+
+def test_without_proc_stat_contention_is_unchecked_not_ok(monkeypatch, tmp_path):
+    monkeypatch.setattr(quality, "PROC_STAT", tmp_path / "absent")
+    with CpuLoadWindow(threads=1) as window:
+        pass
+    assert window.load.other_share is None
+    assert load_flags(window.load) == ["contention_unchecked"]
+
+
+def _measurement(samples):
+    return Measurement(list(samples), block_size=1)
+
+
+def test_few_samples_get_no_interval_and_a_flag():
+    few = _measurement([1.0, 1.1, 0.9, 1.0, 1.05])
+    assert all(math.isnan(v) for v in few.ci)
+    assert sample_flags(few) == ["few_samples"]
+    with pytest.raises(ValueError, match="needs n >= 6"):
+        median_ci_ranks(5)
+    six = _measurement([1.0, 1.001, 0.999, 1.0, 1.0005, 0.9995])
+    assert six.ci == (0.999, 1.001) and sample_flags(six) == []
+
+
+def test_a_wide_spread_is_unstable():
+    steady = _measurement([1.0 + 0.001 * (i % 5) for i in range(50)])
+    bimodal = _measurement([1.0, 1.5] * 25)  # e.g. a thread descheduled in half the samples
+    assert sample_flags(steady) == []
+    assert sample_flags(bimodal) == ["unstable"]
+
+
+def test_quality_labels_keep_a_fixed_order():
+    assert quality_label([]) == "ok"
+    assert quality_label(["unstable", "contended"]) == "contended;unstable"
+
+
+def test_the_first_call_does_not_spoil_calibration():
+    calls = []
+
+    def slow_first_call():
+        if not calls:
+            time.sleep(0.2)  # e.g. a kernel built on first use
+        calls.append(1)
+
+    m = measure(slow_first_call, warmup_s=0.01, min_time_s=0.01, max_time_s=0.05)
+    assert m.block_size > 10  # from the fast calls' cost, not the 0.2 s of the first
+
+
+def test_every_round_keeps_its_own_block_size():
+    rounds = [Measurement([1.0] * 3, block_size=b) for b in (4, 9)]
+    combined = combine(rounds)
+    assert combined.block_sizes == [4, 4, 4, 9, 9, 9]
+    assert combined.rounds == [0, 0, 0, 1, 1, 1]
+
+
+class _Slow(torch.nn.Module):
+    def forward(self, x):
+        _spin(0.02)
+        return x
+
+
+def test_time_rounds_runs_every_round_even_for_slow_calls():
+    budget = TimingBudget(warmup_s=0, min_time_s=0, max_time_s=0.03, min_samples=1, rounds=3)
+    m = time_rounds("infer", _Slow(), torch.zeros(1, 1, 1, 1), budget=budget, device="cpu")
+    assert sorted(set(m.rounds)) == [0, 1, 2]
+
+
+def test_measure_case_pairs_every_sample_and_reports_quality():
+    module = av.create("se", 16)
+    x = torch.randn(2, 16, 8, 8)
+    budget = TimingBudget(warmup_s=0.01, min_time_s=0.02, max_time_s=0.1, rounds=2)
+    measured = measure_case(module, x, mode="train", budget=budget)
+    timing = measured.timing
+    assert len(timing.reference_samples_s) == timing.n and set(timing.rounds) == {0, 1}
+    assert measured.quality in ("ok", *quality.FLAGS) or ";" in measured.quality
+    row = measured.row_fields(batch=2)
+    assert row["params"] == sum(p.numel() for p in module.parameters())
+    assert row["flops"] > 0 and row["quality"] == measured.quality and row["rounds"] == 2
+    unpaired = measure_case(module, x, mode="infer", budget=budget, paired_reference=False)
+    assert unpaired.timing.reference_samples_s is None
+
+
+class _Uncapturable(torch.nn.Module):
+    @torch._dynamo.disable
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_compiled_case_that_runs_eagerly_is_an_error():
+    with pytest.raises(CompileFallbackError, match="ran eagerly"):
+        compile_module(_Uncapturable(), "infer", torch.randn(2, 3), backend="eager")
+
+
+def test_compiling_many_modules_in_turn_never_falls_back_to_eager():
+    # dynamo's recompile limit is 8: without a reset, the ninth module would run eagerly
+    for channels in range(16, 16 + 8 * 11, 8):
+        x = torch.randn(2, channels, 4, 4)
+        _, stats = compile_module(av.create("se", channels, reduction=8), "infer", x, "eager")
+        assert stats.graphs >= 1 and stats.graph_breaks == 0
