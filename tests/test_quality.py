@@ -87,8 +87,10 @@ def test_few_samples_get_no_interval_and_a_flag():
 def test_a_wide_spread_is_unstable():
     steady = _measurement([1.0 + 0.001 * (i % 5) for i in range(50)])
     bimodal = _measurement([1.0, 1.5] * 25)  # e.g. a thread descheduled in half the samples
+    wide = _measurement([1.0, 1.3, 0.8, 1.6, 0.9, 1.2, 0.7, 1.4])  # the cap came first
     assert sample_flags(steady) == []
-    assert sample_flags(bimodal) == ["unstable"]
+    assert sample_flags(bimodal) == ["unstable"]  # its median could be 1.0 or 1.5
+    assert sample_flags(wide) == ["unstable"]
 
 
 def test_quality_labels_keep_a_fixed_order():
@@ -116,15 +118,29 @@ def test_every_round_keeps_its_own_block_size():
 
 
 class _Slow(torch.nn.Module):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
     def forward(self, x):
-        _spin(0.02)
+        _spin(self.seconds)
         return x
 
 
-def test_time_rounds_runs_every_round_even_for_slow_calls():
-    budget = TimingBudget(warmup_s=0, min_time_s=0, max_time_s=0.03, min_samples=1, rounds=3)
-    m = time_rounds("infer", _Slow(), torch.zeros(1, 1, 1, 1), budget=budget, device="cpu")
+def test_a_round_with_few_samples_does_not_end_the_case():
+    # 5 ms calls: each round ends with a handful of samples, and the next one still runs
+    budget = TimingBudget(warmup_s=0, min_time_s=0, max_time_s=0.3, target_ci=1e-9, rounds=3)
+    m = time_rounds("infer", _Slow(0.005), torch.zeros(1), budget=budget, device="cpu")
     assert sorted(set(m.rounds)) == [0, 1, 2]
+
+
+def test_a_slow_case_stops_at_its_time_cap():
+    budget = TimingBudget(warmup_s=0, min_time_s=0, max_time_s=0.03, rounds=3)
+    started = time.perf_counter()
+    m = time_rounds("infer", _Slow(0.02), torch.zeros(1), budget=budget, device="cpu")
+    assert set(m.rounds) == {0}  # the first round used the cap: no second starts
+    assert time.perf_counter() - started < 0.5
+    assert sample_flags(m) == ["few_samples"]
 
 
 def test_measure_case_pairs_every_sample_and_reports_quality():

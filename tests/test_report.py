@@ -217,3 +217,34 @@ def test_missing_or_malformed_run_directories_are_clear_errors(tmp_path):
 def test_digits_follow_the_confidence_interval(half_width, places):
     assert decimals_for(half_width) == places
     assert format_measured(12.3456789, half_width) == f"{12.3456789:.{places}f}"
+
+
+def test_two_batch_sizes_each_get_their_tables_and_charts(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = []
+    for batch, variant, side in itertools.product((2, 8), ("copy", "eca"), (14, 28)):
+        median = 1e-5 * batch * (side / 14) ** 2 * (5 if variant == "eca" else 1)
+        rows.append(_row(
+            case_id=f"{batch}-{variant}-{side}", variant=variant, batch=batch,
+            role="variant" if variant == "eca" else "reference", channels=64, height=side,
+            width=side, mode="infer", latency_median_s=median, latency_iqr_s=0.01 * median,
+            latency_ci_low_s=0.99 * median, latency_ci_high_s=1.01 * median,
+            images_per_s=batch / median, flops=1000 * batch, macs=10, bytes_moved=100 * batch,
+            peak_memory_bytes=64, params=3, quality="contended" if batch == 8 else "ok",
+        ))  # fmt: skip
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(run / "results.csv", index=False)
+    written = {p.name for p in report(run)}
+    for batch in (2, 8):
+        table = pd.read_csv(run / "tables" / f"latency_cpu_float32_infer_b{batch}.csv")
+        assert set(table["B"]) == {batch} and len(table) == 2
+        assert f"latency_vs_resolution_cpu_float32_infer_b{batch}_full.png" in written
+        cost = pd.read_csv(run / "tables" / f"cost_cpu_float32_b{batch}.csv")
+        assert set(cost["batch"]) == {batch}
+    # a flagged measurement carries its mark into the Markdown table
+    flagged = (run / "tables" / "latency_cpu_float32_infer_b8.md").read_text()
+    assert (
+        "†" in flagged
+        and "†"
+        not in (run / "tables" / "latency_cpu_float32_infer_b2.md").read_text().split("\n", 1)[1]
+    )

@@ -6,6 +6,7 @@ so every number the suite prints was measured the same way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,18 +122,28 @@ def time_rounds(
     threads: int | None = None,
     reference: nn.Module | None = None,
 ) -> Measurement:
-    """`budget.rounds` rounds, each on a fresh copy of `x`, each sample of `module` followed
-    by one of `reference` on the same copy; every round keeps its own calibration."""
-    rounds = []
-    for _ in range(budget.rounds):
+    """Up to `budget.rounds` rounds, each on a fresh copy of `x`, each sample of `module`
+    followed by one of `reference` on the same copy; every round keeps its own calibration.
+
+    The case's time cap is `budget.max_time_s` over all rounds: each round may use its share
+    of what is left, and no round starts once the cap is reached, so a slow case ends with
+    fewer rounds (and is flagged few_samples) rather than overrunning its budget.
+    """
+    rounds: list[Measurement] = []
+    started = time.perf_counter()
+    for index in range(budget.rounds):
+        left = budget.max_time_s - (time.perf_counter() - started)
+        if rounds and left <= 0:
+            break
+        share = max(left, 0.0) / (budget.rounds - index)
         # where a tensor lands in memory moves cache-sized cases by several percent: each
         # round times a fresh copy, and the rounds together average that out
         x_round = x.clone()
         paired = None if reference is None else mode_fn(mode, reference, x_round)
         rounds.append(measure(
             mode_fn(mode, module, x_round), reference=paired, device=device, threads=threads,
-            warmup_s=budget.warmup_s, min_time_s=budget.min_time_s / budget.rounds,
-            max_time_s=budget.max_time_s / budget.rounds, target_ci=budget.target_ci,
+            warmup_s=budget.warmup_s, min_time_s=min(budget.min_time_s / budget.rounds, share),
+            max_time_s=share, target_ci=budget.target_ci,
             min_samples=max(3, -(-budget.min_samples // budget.rounds)),
         ))  # fmt: skip
     return combine(rounds)

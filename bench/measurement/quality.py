@@ -8,9 +8,9 @@ A row's `quality` is ``ok`` or its flags joined by ``;``:
   window's wall time x the threads in use. Steal time (a hypervisor running someone else) counts.
 - ``contention_unchecked``: ``/proc/stat`` cannot be read (not Linux): contention is unknown,
   not absent.
-- ``unstable``: the samples spread beyond what the stop rule can tame (after pyperf's checks):
-  the IQR is more than UNSTABLE_IQR of the median, or the 95% CI of the median is wider than
-  UNSTABLE_CI of it on either side.
+- ``unstable``: the samples spread beyond what the stop rule allows: the stop rule aims at a
+  95% CI of the median within 1% of it, and at the time cap the interval still reaches further
+  than UNSTABLE_CI of the median on either side. Such a median cannot resolve a 10% change.
 - ``few_samples``: fewer than MIN_SAMPLES_FOR_CI samples, too few for a 95% interval of the
   median from order statistics; the row's CI columns are then empty.
 - ``gpu_throttled``, ``gpu_shared`` (CUDA, when NVML is installed): the clocks were held down
@@ -29,8 +29,7 @@ import torch
 from .timing import MIN_SAMPLES_FOR_CI, Measurement
 
 CONTENDED_SHARE = 0.10
-UNSTABLE_IQR = 0.10
-UNSTABLE_CI = 0.05
+UNSTABLE_CI = 0.10
 FLAGS = (
     "contended",
     "contention_unchecked",
@@ -39,6 +38,14 @@ FLAGS = (
     "gpu_throttled",
     "gpu_shared",
 )
+FLAG_HINTS = {  # what a flag means for the number, and what to do about it
+    "contended": "other processes used the CPUs while they were timed; rerun on a quiet machine",
+    "contention_unchecked": "no /proc/stat here, so contention could not be checked",
+    "unstable": "the 95% CI of the median is wider than +-10%; raise timing.max_time_s",
+    "few_samples": "fewer than 6 samples, so no CI; raise timing.max_time_s",
+    "gpu_throttled": "the GPU's clocks were held down (power, heat); let it cool and rerun",
+    "gpu_shared": "another process used the GPU; rerun with the GPU to yourself",
+}
 PROC_STAT = Path("/proc/stat")
 # /proc/stat's cpuN fields: user nice system idle iowait irq softirq steal guest guest_nice
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
@@ -114,9 +121,7 @@ def sample_flags(measurement: Measurement) -> list[str]:
     if median <= 0:
         return ["unstable"]
     low, high = measurement.ci
-    if measurement.iqr / median > UNSTABLE_IQR or max(median - low, high - median) / median > (
-        UNSTABLE_CI
-    ):
+    if max(median - low, high - median) / median > UNSTABLE_CI:
         return ["unstable"]
     return []
 

@@ -37,12 +37,15 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
     colours = plots.palette(results["variant_label"].dropna())
     ceilings = _ceilings(run_dir)
 
+    # a sweep over batch sizes gets a table and chart per batch: no dimension is ever dropped
     blocks = tables.ok_rows(results)
-    for name, rows in tables.groups(blocks, tables.SETTING):
+    per_batch = ["batch"] if blocks["batch"].nunique() > 1 else []
+    for name, rows in tables.groups(blocks, tables.SETTING + per_batch):
         display, raw, unit = tables.latency_table(rows)
         caption = (
             f"Latency, median [IQR] in {unit}, batch {_batches(rows)}, {_setting(name)}; "
-            "digits shown to the 95% CI of the median."
+            "digits shown to the 95% CI of the median (none: fewer than 6 samples); "
+            f"{tables.FLAGGED_MARK} marks a measurement flagged in the `quality` column."
         )
         written += tables.write_table(display, raw, table_dir, f"latency_{name}", caption)
         if rows["role"].eq("variant").any() and rows["role"].eq("reference").any():
@@ -60,7 +63,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             written += plots.roofline(
                 rows, _ceiling_for(ceilings, device, dtype), plot_dir, name, colours
             )
-    for name, rows in tables.groups(blocks, ["device", "dtype", "memory_format", "compile"]):
+    for name, rows in tables.groups(
+        blocks, ["device", "dtype", "memory_format", "compile", *per_batch]
+    ):
         display, raw = tables.cost_table(rows)
         caption = (
             f"Cost per block, {_setting(name)}: FLOPs (1 MAC = 2 FLOPs, elementwise work "
@@ -71,8 +76,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             written += plots.memory_vs_resolution(rows, plot_dir, name, colours)
 
     network = tables.ok_rows(results, role="network")
+    per_batch = ["batch"] if network["batch"].nunique() > 1 else []
     for name, rows in tables.groups(
-        network, ["model", "device", "dtype", "memory_format", "compile"]
+        network, ["model", "device", "dtype", "memory_format", "compile", *per_batch]
     ):
         display, raw = tables.network_table(rows)
         caption = (

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..measurement.quality import is_ok
+
 SHAPE = ["batch", "channels", "height", "width"]
 SETTING = ["device", "dtype", "mode", "memory_format", "compile"]
 REFERENCE_ORDER = ["identity", "copy", "conv3x3"]
@@ -87,44 +89,52 @@ def groups(rows: pd.DataFrame, keys: list[str]):
                 if value in (True, "True"):
                     parts.append("compiled")
                 continue
-            parts.append(str(value))
+            parts.append(f"b{value}" if key == "batch" else str(value))
         yield "_".join(parts).replace(":", ""), frame
 
 
 # ---- the tables ------------------------------------------------------------------------------
 
 
+FLAGGED_MARK = "†"  # a cell whose row's quality is not ok
+
+
 def latency_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Median [IQR] by (channels, variant) x resolution; returns (display, raw, unit)."""
+    """Median [IQR] by (batch, channels, variant) x resolution, a † on flagged measurements;
+    returns (display, raw, unit)."""
     scale, unit = latency_unit(rows["latency_median_s"])
+    quality = rows["quality"] if "quality" in rows else pd.Series("ok", index=rows.index)
     rows = rows.assign(
         cell=[
             f"{format_measured(m * scale, (hi - lo) / 2 * scale)} "
             f"[{format_measured(iqr * scale, (hi - lo) / 2 * scale)}]"
-            for m, iqr, lo, hi in zip(
+            + ("" if is_ok(q) else f" {FLAGGED_MARK}")
+            for m, iqr, lo, hi, q in zip(
                 rows.latency_median_s,
                 rows.latency_iqr_s,
                 rows.latency_ci_low_s,
                 rows.latency_ci_high_s,
+                quality,
                 strict=True,
             )
         ]
     )
     order = _variant_order(rows["variant_label"])
     resolutions = rows.sort_values("pixels")["resolution"].unique()
+    index_keys = ["batch", "channels", "variant_label"]  # every swept dimension stays
     display = rows.pivot_table(
-        index=["channels", "variant_label"], columns="resolution", values="cell", aggfunc="first"
+        index=index_keys, columns="resolution", values="cell", aggfunc="first"
     )
     raw = rows.pivot_table(
-        index=["channels", "variant_label"],
+        index=index_keys,
         columns="resolution",
         values="latency_median_s",
         aggfunc="first",
     )
-    index = sorted(display.index, key=lambda ix: (ix[0], order.index(ix[1])))
+    index = sorted(display.index, key=lambda ix: (ix[0], ix[1], order.index(ix[2])))
     display = display.reindex(index=index, columns=resolutions)
     raw = raw.reindex(index=index, columns=resolutions)
-    display.index.names = raw.index.names = ["C", "variant"]
+    display.index.names = raw.index.names = ["B", "C", "variant"]
     display.columns.name = raw.columns.name = "H x W"
     return display, raw, unit
 
@@ -149,7 +159,9 @@ def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         raw[f"ratio_vs_{name}"] = raw["latency_s"] / raw[f"{name}_s"]
         # relative uncertainties of a ratio add in quadrature
         raw[f"ratio_vs_{name}_rel_ci"] = np.hypot(raw["latency_rel_ci"], raw[f"{name}_rel_ci"])
-    raw = raw.sort_values(["channels", "height", "width", "variant"]).reset_index(drop=True)
+    raw = raw.sort_values(["batch", "channels", "height", "width", "variant"]).reset_index(
+        drop=True
+    )
     scale, unit = latency_unit(raw["latency_s"])
     half = raw["latency_s"] * raw["latency_rel_ci"] * scale
 
@@ -157,6 +169,7 @@ def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return [format_measured(v, h) for v, h in zip(values, half_widths, strict=True)]
 
     display = pd.DataFrame({
+        "B": raw["batch"],
         "C": raw["channels"],
         "H x W": _resolution(raw),
         "variant": raw["variant"],
@@ -182,13 +195,15 @@ def _relative_half_width(frame: pd.DataFrame) -> pd.Series:
 
 def cost_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """FLOPs, MACs, bytes moved, params and peak memory per variant, shape and mode."""
-    keys = ["channels", "height", "width", "variant_label", "mode"]
+    keys = ["batch", "channels", "height", "width", "variant_label", "mode"]
     raw = (rows.groupby(keys, sort=False)[["params", "flops", "macs", "bytes_moved", "peak_memory_bytes"]]
            .first().reset_index())  # fmt: skip
     order = _variant_order(raw["variant_label"])
     raw = raw.assign(_order=raw["variant_label"].map(order.index))
-    raw = raw.sort_values(["channels", "height", "width", "_order", "mode"]).drop(columns="_order")
+    raw = raw.sort_values(["batch", "channels", "height", "width", "_order", "mode"])
+    raw = raw.drop(columns="_order")
     display = pd.DataFrame({
+        "B": raw["batch"],
         "C": raw["channels"],
         "H x W": _resolution(raw),
         "variant": raw["variant_label"],

@@ -27,6 +27,7 @@ from ..measurement.ceilings import measure_ceilings
 from ..measurement.counting import Counts
 from ..measurement.environment import capture, case_seed, load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
+from ..measurement.quality import FLAG_HINTS, FLAGS
 from ..measurement.references import REFERENCES
 from ..measurement.timing import mode_fn
 from .results import RunDirectory, new_run_id, quality_warnings, read_results
@@ -72,12 +73,13 @@ class RunSummary:
             f"in {self.elapsed_s:.1f} s; run directory {self.run_dir}"
         )
         if self.flagged_rows:
-            kinds = ", ".join(f"{n} {flag}" for flag, n in sorted(self.flags.items()))
             line += (
-                f"\nwarning: {self.flagged_rows} case(s) flagged ({kinds}): their times may not "
-                "be what the code costs; see the `quality` column and the README's "
-                "'Quality flags'. `bench compare` calls them inconclusive."
+                f"\nwarning: {self.flagged_rows} case(s) flagged in the `quality` column; "
+                "`bench compare` calls them inconclusive:"
             )
+            for flag in FLAGS:
+                if self.flags[flag]:
+                    line += f"\n  {self.flags[flag]} {flag}: {FLAG_HINTS[flag]}"
         return line
 
 
