@@ -175,3 +175,39 @@ def test_compiling_many_modules_in_turn_never_falls_back_to_eager():
         x = torch.randn(2, channels, 4, 4)
         _, stats = compile_module(av.create("se", channels, reduction=8), "infer", x, "eager")
         assert stats.graphs >= 1 and stats.graph_breaks == 0
+
+
+class _FakeNvml:
+    """Stands in for pynvml: the clock-throttle reasons and compute processes NVML reports."""
+
+    def __init__(self, reasons, pids):
+        self.reasons, self.pids = reasons, pids
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return f"gpu{index}"
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):
+        return self.reasons
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [type("Process", (), {"pid": pid})() for pid in self.pids]
+
+
+@pytest.mark.parametrize(
+    ("reasons", "pids", "flags"),
+    [
+        (0x1, [os.getpid()], []),  # idle clocks and only us: nothing to say
+        (0x4, [os.getpid()], ["gpu_throttled"]),  # e.g. a software power cap
+        (0x0, [os.getpid(), 1], ["gpu_shared"]),
+    ],
+)
+def test_gpu_watch_reads_throttling_and_neighbours_from_nvml(monkeypatch, reasons, pids, flags):
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(reasons, pids))
+    assert quality.GpuWatch(torch.device("cuda", 0)).check() == flags
+
+
+def test_every_flag_has_a_hint():
+    assert set(quality.FLAG_HINTS) == set(quality.FLAGS)
