@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", help="write tables and charts for a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(handler=command_report)
-    cmp = commands.add_parser("compare", help="gate NEW against BASE (exit 1 on a regression)")
+    cmp = commands.add_parser(
+        "compare", help="gate NEW against BASE (exit 1 on a regression, 3 if inconclusive)"
+    )
     cmp.add_argument("base", help="run directory, directory of runs, or pytest-benchmark JSON")
     cmp.add_argument("new")
     _add_gate_arguments(cmp)
