@@ -8,7 +8,10 @@ from pathlib import Path
 
 import attention_variants as av
 
-from .sweep.spec import PRESETS, SpecError, build_spec, expand, load_plugin
+from .sweep.cases import expand
+from .sweep.plugins import load_plugin
+from .sweep.presets import PRESETS
+from .sweep.spec import SpecError, build_spec
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
@@ -56,39 +59,75 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
     )
     parser.add_argument("--out", metavar="DIR", help="run directory (default: results/<run id>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="run only what RUN_DIR lacks")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: also run again the cases that crashed, erred or ran out of memory",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: go on even if torch, the devices or the commit differ from the run's",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--dry-run", action="store_true", help="list the cases and stop")
 
 
+OVERRIDES = (
+    "variants",
+    "batch_sizes",
+    "channels",
+    "resolutions",
+    "dtypes",
+    "devices",
+    "modes",
+    "memory_formats",
+    "compile",
+    "threads",
+    "seed",
+    "references",
+)
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    names = (
-        "variants",
-        "batch_sizes",
-        "channels",
-        "resolutions",
-        "dtypes",
-        "devices",
-        "modes",
-        "memory_formats",
-        "compile",
-        "threads",
-        "seed",
-        "references",
-        "profile",
-    )
-    overrides = {name: getattr(args, name) for name in names}
+    overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
     if args.plugin:
         overrides["plugins"] = args.plugin
     return overrides
 
 
+# what a resumed run takes from its own spec.yaml: giving any of these with --resume is an error
+SWEEP_FLAGS = ("preset", "spec", "out", "plugin", "profile", *OVERRIDES)
+
+
+def _resume_conflicts(args: argparse.Namespace) -> list[str]:
+    return [
+        "--" + name.replace("_", "-")
+        for name in SWEEP_FLAGS
+        if getattr(args, name, None) not in (None, [], False)
+    ]
+
+
 def command_run(args: argparse.Namespace, default_preset: str | None = None) -> int:
-    from .sweep.runner import run_sweep
+    from .sweep.runner import ResumeError, run_sweep
 
     try:
         if args.resume:
-            summary = run_sweep(None, resume=args.resume, quiet=args.quiet)
+            conflicts = _resume_conflicts(args)
+            if conflicts:
+                raise SpecError(
+                    [f"{', '.join(conflicts)} cannot be given with --resume: a resumed run "
+                     "keeps its own spec.yaml (start a new run to change the sweep)"]
+                )  # fmt: skip
+            if args.dry_run:
+                return _dry_run_resume(args)
+            summary = run_sweep(
+                None, resume=args.resume, retry_failed=args.retry_failed, force=args.force,
+                quiet=args.quiet,
+            )  # fmt: skip
         else:
+            if args.retry_failed or args.force:
+                raise SpecError(["--retry-failed and --force only go with --resume RUN_DIR"])
             preset = args.preset or (None if args.spec else default_preset)
             spec, notes = build_spec(preset, args.spec, _overrides(args))
             for note in notes:
@@ -101,7 +140,7 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
                 return 0
             print(f"{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
             summary = run_sweep(spec, args.out, quiet=args.quiet)
-    except (SpecError, FileNotFoundError, FileExistsError) as error:
+    except (SpecError, ResumeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.line())
@@ -111,12 +150,33 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
     return summary.exit_code
 
 
+def _dry_run_resume(args: argparse.Namespace) -> int:
+    """What `--resume` would run, without running or changing anything."""
+    from .sweep.resume import still_to_run
+    from .sweep.runner import open_resumed
+
+    run_dir, spec = open_resumed(args.resume, force=args.force)
+    flight = run_dir.in_progress()
+    if flight is not None:
+        print(f"crashed (to be recorded): {flight['label']}")
+    todo = [
+        case
+        for case in still_to_run(run_dir, expand(spec), args.retry_failed)
+        # the case in flight is recorded as crashed, not run, unless failures are retried
+        if flight is None or case.case_id != flight["case_id"] or args.retry_failed
+    ]
+    for case in todo:
+        print(case.label)
+    print(f"{len(todo)} cases would run")
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     for plugin in args.plugin:
         try:
             load_plugin(plugin)
-        except SpecError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except ImportError as error:
+            print(f"error: plugin {error}", file=sys.stderr)
             return 2
     print("variants:")
     for name in av.available():
@@ -132,6 +192,15 @@ def command_list(args: argparse.Namespace) -> int:
     print("presets:")
     for name, preset in PRESETS.items():
         print(f"  {name:<12} {preset['description']}")
+    return 0
+
+
+def command_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .sweep.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
     return 0
 
 
@@ -189,8 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a sweep into a run directory")
-    add_run_arguments(run, default_preset="default")
-    run.set_defaults(handler=lambda a: command_run(a, default_preset="default"))
+    add_run_arguments(run, default_preset="quick")
+    run.set_defaults(handler=lambda a: command_run(a, default_preset="quick"))
+    schema = commands.add_parser("schema", help="print the sweep spec's JSON Schema")
+    schema.set_defaults(handler=command_schema)
     listing = commands.add_parser("list", help="show the variants and presets")
     listing.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE")
     listing.set_defaults(handler=command_list)

@@ -16,9 +16,10 @@ import attention_variants as av
 from bench.gate.compare import compare
 from bench.measurement.counting import count
 from bench.measurement.environment import capture
+from bench.sweep.cases import expand
 from bench.sweep.results import read_results, read_samples
 from bench.sweep.runner import run_sweep
-from bench.sweep.spec import build_spec, expand
+from bench.sweep.spec import build_spec
 
 from .test_quality import _busy_processes, linux_only
 

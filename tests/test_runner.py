@@ -12,9 +12,10 @@ import yaml
 
 import attention_variants as av
 from bench.sweep import runner
+from bench.sweep.cases import expand
 from bench.sweep.results import COLUMNS, read_results, read_samples
 from bench.sweep.runner import run_sweep
-from bench.sweep.spec import build_spec, expand
+from bench.sweep.spec import build_spec
 
 TINY_TIMING = {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3}
 

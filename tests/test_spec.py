@@ -1,13 +1,20 @@
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bench.sweep.spec import PRESETS, SpecError, VariantSpec, build_spec, expand, split_top_level
+from bench.sweep.cases import expand
+from bench.sweep.presets import PRESETS
+from bench.sweep.spec import SpecError, build_spec
+from bench.sweep.variant_expr import VariantSpec, split_top_level
 
 
-def test_variant_specs_parse_options_as_yaml_values():
+def test_variant_specs_parse_their_options():
     v = VariantSpec.parse("se(reduction=8, bias=false)")
     assert v.name == "se" and v.options_dict == {"reduction": 8, "bias": False}
     assert v.label == "se(bias=False,reduction=8)"
@@ -19,25 +26,49 @@ def test_variant_specs_parse_options_as_yaml_values():
         "eca", "se(reduction=8,bias=false)", "cbam"]  # fmt: skip
 
 
-def test_every_problem_is_reported_at_once_with_field_and_allowed_values():
+def test_every_problem_is_reported_at_once_with_its_location_and_allowed_values():
     with pytest.raises(SpecError) as excinfo:
         build_spec("quick", overrides={
-            "variants": "eca,nope,se(reduction=300)", "channels": "64,x", "dtypes": "fp8",
+            "variants": "eca,nope", "channels": "64,x", "dtypes": "fp8",
             "resolutions": "0,32x16", "modes": "eval", "devices": "cuda:7", "bogus": 1,
+            "timing": {"max_time_s": -1, "rounds": 2.5},
         })  # fmt: skip
     problems = excinfo.value.problems
     expected = [
-        "bogus: unknown field",
-        "variants: unknown attention variant 'nope'; known variants: cbam, eca",
-        "channels: 'x' is invalid; allowed: positive integers",
-        "dtypes: 'fp8' is invalid; allowed: float32, float16, bfloat16",
-        "resolutions: '0' is invalid",
-        "modes: 'eval' is invalid; allowed: infer, train",
-        "devices: 'cuda:7' was asked for but is not present",
-        "se(reduction=300) at channels=64: se: reduction=300 is invalid; allowed",
+        "bogus: unknown field; allowed: preset, plugins, batch_sizes, channels",
+        "variants[1]: unknown attention variant 'nope'; known variants: cbam, eca",
+        "channels[1]: Input should be a valid integer (got 'x')",
+        "dtypes[0]: Input should be 'float32', 'float16' or 'bfloat16' (got 'fp8')",
+        "resolutions[0][0]: Input should be greater than or equal to 1 (got 0)",
+        "modes[0]: Input should be 'infer' or 'train' (got 'eval')",
+        "devices: cuda:7 asked for but not present",
+        "timing.max_time_s: Input should be greater than 0 (got -1)",
+        "timing.rounds: Input should be a valid integer (got 2.5)",
     ]
     for fragment in expected:
         assert any(fragment in p for p in problems), (fragment, problems)
+
+
+def test_options_are_checked_by_building_each_variant_at_each_channel_count():
+    with pytest.raises(SpecError) as excinfo:
+        build_spec("quick", overrides={"variants": "eca,se(reduction=300)", "channels": "64"})
+    (problem,) = excinfo.value.problems
+    assert problem.startswith("variants: se(reduction=300) at channels=64: ValueError: se:")
+
+
+def test_no_silent_coercion_that_would_change_the_sweep():
+    with pytest.raises(SpecError) as excinfo:
+        build_spec(None, overrides={
+            "variants": "eca", "batch_sizes": [2.7],
+            "network": {"depth": "50", "include_plain": "false"},
+        })  # fmt: skip
+    problems = excinfo.value.problems
+    assert "batch_sizes[0]: Input should be a valid integer (got 2.7)" in problems
+    assert "network.depth: Input should be 18, 34, 50, 101 or 152 (got '50')" in problems
+    assert "network.include_plain: Input should be a valid boolean (got 'false')" in problems
+    # the command line's words are YAML scalars: "off,on" is [false, true], "8" is 8
+    spec, _ = build_spec(None, overrides={"variants": "eca", "compile": "off,on", "channels": "8"})
+    assert spec.compile == [False, True] and spec.channels == [8]
 
 
 def test_auto_devices_skip_absent_ones_with_a_note():
@@ -126,4 +157,132 @@ def test_installed_packages_offer_variants_through_the_entry_point_group(tmp_pat
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "test_entry_gate b8" in result.stdout
+    assert "test_entry_gate b2" in result.stdout  # the quick preset, as run_all.py uses
+
+
+# ---- the variant expression ------------------------------------------------------------------
+
+option_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.tuples(inner) | st.tuples(inner, inner) | st.tuples(inner, inner, inner),
+    max_leaves=6,
+)
+option_names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=option_names, options=st.dictionaries(option_names, option_values, max_size=4))
+def test_labels_read_back_exactly(name, options):
+    variant = VariantSpec(name, tuple(sorted(options.items())))
+    assert VariantSpec.parse(variant.label) == variant
+    assert VariantSpec.parse({"name": name, "options": options}) == variant
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ("simam(e_lambda=1e-5)", {"e_lambda": 1e-5}),
+        ("x(a=None, b=null, c='None', d=true, e=FALSE)", {"a": None, "b": None, "c": "None",
+                                                           "d": True, "e": False}),
+        ("x(k=(1, 2.5, 'a b'), one=(3,), empty=())", {"k": (1, 2.5, "a b"), "one": (3,),
+                                                      "empty": ()}),
+        ("eca_mha(attention_impl=naive, heads=-2)", {"attention_impl": "naive", "heads": -2}),
+    ],
+)  # fmt: skip
+def test_option_values_are_python_literals_or_words(text, options):
+    assert VariantSpec.parse(text).options_dict == options
+
+
+@pytest.mark.parametrize("text", ["se(", "se(reduction)", "se(a=1 b=2)", "se(a=1)x", "(a=1)",
+                                  "se(a=1, a=2)"])  # fmt: skip
+def test_malformed_expressions_say_what_is_allowed(text):
+    with pytest.raises(ValueError, match="allowed"):
+        VariantSpec.parse(text)
+
+
+def test_simam_with_a_small_lambda_runs_and_resumes(tmp_path):
+    spec, _ = build_spec(None, overrides={"variants": "simam(e_lambda=1e-5)", "channels": "8"})
+    assert spec.variants[0].options_dict == {"e_lambda": 1e-5}
+    saved = tmp_path / "spec.yaml"
+    saved.write_text(yaml.safe_dump(spec.to_dict()))
+    again, _ = build_spec(yaml_path=saved)
+    assert again == spec
+
+
+# ---- plugins ---------------------------------------------------------------------------------
+
+
+def test_a_variant_whose_constructor_raises_anything_is_a_spec_error(tmp_path):
+    plugin = tmp_path / "angry.py"
+    plugin.write_text(
+        "import attention_variants as av\nfrom torch import nn\n"
+        "@av.register('test_angry', paper='-')\n"
+        "class Angry(nn.Module):\n"
+        "    def __init__(self, channels):\n"
+        "        raise RuntimeError('no GPU context')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--plugin", str(plugin), "--variants",
+         "test_angry", "--channels", "8", "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "test_angry at channels=8: RuntimeError: no GPU context" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _broken_entry_point(tmp_path):
+    (tmp_path / "broken_gate.py").write_text("raise ImportError('needs libfoo')\n")
+    dist = tmp_path / "broken_gate-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-gate\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[attention_variants.plugins]\nbroken = broken_gate\n")
+    return {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+
+def test_a_broken_entry_point_is_a_warning_unless_its_variant_is_asked_for(tmp_path):
+    env = _broken_entry_point(tmp_path)
+    run = [sys.executable, "-m", "bench", "run", "--channels", "8", "--dry-run", "--variants"]
+    fine = subprocess.run([*run, "eca"], capture_output=True, text=True, timeout=120, env=env)
+    assert fine.returncode == 0, fine.stderr
+    assert "plugin entry point broken (broken_gate, package broken-gate) failed" in fine.stdout
+    asked = subprocess.run(
+        [*run, "broken_gate"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert asked.returncode == 2
+    assert "unknown attention variant 'broken_gate'" in asked.stderr
+    assert "a broken plugin may have offered it: broken (broken_gate" in asked.stderr
+
+
+# ---- the schema ------------------------------------------------------------------------------
+
+
+def test_the_schema_describes_every_field_and_a_preset_validates_against_it():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "schema"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    fields = set(schema["properties"])
+    assert {"variants", "resolutions", "timing", "network", "compile"} <= fields
+    timing = schema["$defs"]["TimingBudget"]["properties"]
+    assert timing["max_time_s"]["exclusiveMinimum"] == 0 and timing["max_time_s"]["description"]
+    assert schema["additionalProperties"] is False
+    jsonschema = pytest.importorskip("jsonschema")
+    for name, preset in PRESETS.items():
+        data = {k: v for k, v in preset.items() if k != "description"}
+        jsonschema.validate(data, schema), name
+
+
+def test_bench_run_and_run_all_default_to_the_quick_preset():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--dry-run"], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    spec, _ = build_spec("quick")
+    assert result.stdout.strip().endswith(f"{len(expand(spec))} cases")
+    assert "about 80 s" in PRESETS["quick"]["description"]

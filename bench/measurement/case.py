@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from .counting import Counts, count
@@ -21,19 +22,30 @@ from .references import REFERENCES
 from .timing import MIN_SAMPLES_FOR_CI, Measurement, combine, measure, mode_fn, thread_count
 
 
-@dataclass
-class TimingBudget:
+class TimingBudget(BaseModel):
     """How long each case is timed (see `bench.measurement.timing.measure`)."""
 
-    warmup_s: float = 0.05
-    min_time_s: float = 0.1
-    max_time_s: float = 1.0
-    target_ci: float = 0.01
-    min_samples: int = 10
-    # time each variant in alternation with a copy of its input: `bench compare` divides the
-    # pairs, which cancels the machine's drift
-    paired_reference: bool = True
-    rounds: int = 3  # the budget is split over this many fresh copies of the input
+    model_config = ConfigDict(extra="forbid", strict=True)
+    warmup_s: float = Field(0.05, ge=0, description="warm-up before any sample, per round")
+    min_time_s: float = Field(0.1, ge=0, description="sample at least this long (all rounds)")
+    max_time_s: float = Field(1.0, gt=0, description="the case's time cap (all rounds)")
+    target_ci: float = Field(0.01, gt=0, description="stop when the 95% CI is within this")
+    min_samples: int = Field(10, ge=1, description="samples before the CI may stop a case")
+    paired_reference: bool = Field(
+        True,
+        description="time each variant in alternation with a copy of its input; `bench "
+        "compare` divides the pairs, which cancels the machine's drift",
+    )
+    rounds: int = Field(3, ge=1, description="fresh copies of the input the budget is split over")
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> TimingBudget:
+        if self.min_time_s > self.max_time_s:
+            raise ValueError(
+                f"min_time_s={self.min_time_s} exceeds max_time_s={self.max_time_s}; "
+                "allowed: min_time_s <= max_time_s"
+            )
+        return self
 
 
 class CompileFallbackError(RuntimeError):

@@ -151,6 +151,51 @@ class RunDirectory:
         frame = pd.read_csv(self.ceilings_csv)
         return set(zip(frame.device, frame.dtype, strict=True))
 
+    # -- the case in flight: on disk before it runs, so a process death leaves its name
+    @property
+    def in_progress_json(self) -> Path:
+        return self.path / "in_progress.json"
+
+    def mark_in_progress(self, case_id: str, label: str) -> None:
+        write_atomic(
+            self.in_progress_json,
+            json.dumps({"case_id": case_id, "label": label, "pid": os.getpid(), "since": _now()}),
+        )
+
+    def clear_in_progress(self) -> None:
+        self.in_progress_json.unlink(missing_ok=True)
+
+    def in_progress(self) -> dict[str, Any] | None:
+        """The case a process was running when it stopped, if it died mid-case."""
+        if not self.in_progress_json.exists():
+            return None
+        return json.loads(self.in_progress_json.read_text())
+
+    def drop_rows(self, case_ids: set[str]) -> None:
+        """Remove these cases' rows and samples (to run them again), atomically."""
+        for path in (self.results_csv, self.samples_csv):
+            if path.exists():
+                frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+                write_atomic(path, frame[~frame["case_id"].isin(case_ids)].to_csv(index=False))
+
+    def drop_orphan_samples(self) -> None:
+        if not self.samples_csv.exists():
+            return
+        with self.samples_csv.open(newline="") as handle:
+            sampled = {row["case_id"] for row in csv.DictReader(handle)}
+        orphans = sampled - set(self.recorded_statuses())
+        if orphans:
+            self.drop_rows(orphans)
+
+    def recorded_statuses(self) -> dict[str, str]:
+        """case_id -> status of every recorded row."""
+        _repair_partial_last_line(self.results_csv)
+        _repair_partial_last_line(self.samples_csv)
+        if not self.results_csv.exists():
+            return {}
+        with self.results_csv.open(newline="") as handle:
+            return {row["case_id"]: row["status"] for row in csv.DictReader(handle)}
+
     def recorded_case_ids(self) -> set[str]:
         _repair_partial_last_line(self.results_csv)
         _repair_partial_last_line(self.samples_csv)

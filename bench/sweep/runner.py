@@ -30,8 +30,10 @@ from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
 from ..measurement.references import REFERENCES
 from ..measurement.timing import mode_fn
+from .cases import Case, expand
 from .results import RunDirectory, new_run_id, quality_warnings, read_results
-from .spec import Case, SweepSpec, expand, spec_from_dict
+from .resume import drop_failed, environment_differences, record_crash, still_to_run
+from .spec import SweepSpec, spec_from_dict
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,7 +55,7 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        return self.statuses["error"] + self.statuses["oom"]
+        return self.statuses["error"] + self.statuses["oom"] + self.statuses["crashed"]
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +66,8 @@ class RunSummary:
 
     def line(self) -> str:
         counts = ", ".join(f"{self.statuses[s]} {s}" for s in ("ok", "error", "oom", "skipped"))
+        if self.statuses["crashed"]:
+            counts += f", {self.statuses['crashed']} crashed"
         resumed = (
             f" ({self.skipped_as_recorded} already recorded)" if self.skipped_as_recorded else ""
         )
@@ -151,11 +155,12 @@ class CaseRunner:
             try:
                 measurement = self._measure(case, seed, row)
                 row["status"] = "ok"
-            except (torch.OutOfMemoryError, MemoryError) as error:
-                row.update(status="oom", error=_one_line(error))
             except Exception as error:  # a failing case is recorded; the sweep goes on
-                row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
-                row["error"] += " | " + _one_line(traceback.format_exc(limit=-1))
+                if _out_of_memory(error):
+                    row.update(status="oom", error=_one_line(error))
+                else:
+                    row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
+                    row["error"] += " | " + _one_line(traceback.format_exc(limit=-1))
             finally:
                 if torch.device(case.device).type == "cuda":
                     torch.cuda.empty_cache()
@@ -181,15 +186,23 @@ class CaseRunner:
         return measured
 
 
+def _out_of_memory(error: Exception) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "DefaultCPUAllocator" in text or "not enough memory" in text
+    )
+
+
 def _one_line(value: Any) -> str:
     return " ".join(str(value).split())[:500]
 
 
 def load_spec(run_dir: RunDirectory) -> SweepSpec:
     """The spec a run directory was started with (for --resume)."""
-    raw = yaml.safe_load((run_dir.path / "spec.yaml").read_text())
-    preset = raw.pop("preset", None)
-    spec, _ = spec_from_dict(raw, preset, [])
+    spec, _ = spec_from_dict(yaml.safe_load((run_dir.path / "spec.yaml").read_text()))
     return spec
 
 
@@ -210,22 +223,44 @@ def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> Non
                 print(f"warning: ceilings on {device} {dtype} failed: {error}", file=sys.stderr)
 
 
+class ResumeError(ValueError):
+    """A run directory that cannot be resumed here (exit code 2)."""
+
+
+def open_resumed(resume: str | Path, *, force: bool = False) -> tuple[RunDirectory, SweepSpec]:
+    """The run directory and its spec, after checking this machine and code can go on with it."""
+    run_dir = RunDirectory(resume)
+    if not (run_dir.path / "spec.yaml").exists():
+        raise ResumeError(f"--resume {run_dir.path}: no spec.yaml; not a run directory")
+    differences = environment_differences(run_dir)
+    if differences and not force:
+        raise ResumeError(
+            f"--resume {run_dir.path}: this is not the machine and code the run started on:\n  "
+            + "\n  ".join(differences)
+            + "\n(--force resumes anyway; the rows would then mix the two)"
+        )
+    return run_dir, load_spec(run_dir)
+
+
 def run_sweep(
     spec: SweepSpec | None,
     out: str | Path | None = None,
     *,
     resume: str | Path | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
     quiet: bool = False,
 ) -> RunSummary:
-    """Run a sweep into a new run directory (`out`, or results/<run id>), or resume one."""
+    """Run a sweep into a new run directory (`out`, or results/<run id>), or resume one.
+
+    On resume, a case whose process died is recorded as `crashed` and the sweep goes on past it;
+    `retry_failed` runs crashed, error and oom cases again. Ctrl-C anywhere stops cleanly:
+    run.json says "interrupted" and the summary's exit code is 130.
+    """
     started = time.perf_counter()
     if resume is not None:
-        run_dir = RunDirectory(resume)
-        if not (run_dir.path / "spec.yaml").exists():
-            raise FileNotFoundError(f"--resume {run_dir.path}: no spec.yaml; not a run directory")
-        spec = load_spec(run_dir)
+        run_dir, spec = open_resumed(resume, force=force)
         run_id = run_dir.run_id
-        done = run_dir.recorded_case_ids()
         run_dir.update_run_info(
             status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         )
@@ -233,40 +268,51 @@ def run_sweep(
         run_id = new_run_id()
         run_dir = RunDirectory(out or Path("results") / run_id)
         run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id)
-        done = set()
-    _record_ceilings(spec, run_dir, quiet)
     cases = expand(spec)
-    todo = [c for c in cases if c.case_id not in done]
-    summary = RunSummary(run_dir.path, skipped_as_recorded=len(cases) - len(todo))
     runner = CaseRunner(spec, run_dir, run_id)
+    run_dir.drop_orphan_samples()  # samples of a case whose row was never written
+    crashed = record_crash(
+        run_dir, cases, lambda c: _base_row(c, run_id, case_seed(spec.seed, *c.key))
+    )
+    if crashed is not None and not quiet:
+        print(f"crashed: {crashed.label}: the last process died during it", flush=True)
+    if retry_failed:
+        drop_failed(run_dir)
+    todo = still_to_run(run_dir, cases, retry_failed)
+    summary = RunSummary(run_dir.path, skipped_as_recorded=len(cases) - len(todo))
+    if crashed is not None:
+        summary.statuses["crashed"] += 1
     bar = tqdm(todo, disable=quiet, unit="case", dynamic_ncols=True, desc="sweep")
     try:
+        _record_ceilings(spec, run_dir, quiet)
         for case in bar:
             flagged = f"{summary.flagged_rows} flagged; " if summary.flagged_rows else ""
             bar.set_postfix_str(flagged + case.label, refresh=True)
+            run_dir.mark_in_progress(case.case_id, case.label)
             row, measured = runner.run(case)
             if measured is not None:
                 # samples first: a row on disk always has its samples
                 run_dir.append_samples(run_id, case.case_id, measured.timing)
             run_dir.append_row(row)
+            run_dir.clear_in_progress()
             summary.statuses[row["status"]] += 1
             summary.count_flags(row.get("quality"))
             if row["status"] in ("error", "oom") and not quiet:
                 tqdm.write(f"{row['status']}: {case.label}: {row['error'][:200]}")
     except KeyboardInterrupt:
         summary.interrupted = True
+        run_dir.clear_in_progress()  # stopped by the user, not a crash: the case runs on resume
     finally:
         bar.close()
         summary.elapsed_s = time.perf_counter() - started
+        results = read_results(run_dir.path) if run_dir.results_csv.exists() else None
         run_dir.write_parquet()
         run_dir.update_env(load_average_end=load_average())
         run_dir.update_run_info(
             status="interrupted" if summary.interrupted else "complete",
             finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             cases_total=len(cases),
-            cases_recorded=len(read_results(run_dir.path)) if run_dir.results_csv.exists() else 0,
-            warnings=quality_warnings(read_results(run_dir.path))
-            if run_dir.results_csv.exists()
-            else [],
+            cases_recorded=0 if results is None else len(results),
+            warnings=[] if results is None else quality_warnings(results),
         )
     return summary

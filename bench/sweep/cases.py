@@ -1,0 +1,136 @@
+"""A sweep expanded into cases: what identifies each one, and the order they run in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..measurement.references import REFERENCES
+from .variant_expr import VariantSpec
+
+if TYPE_CHECKING:
+    from .spec import SweepSpec
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: a variant (or reference, or network) at one shape and setting."""
+
+    role: str  # "variant", "reference" or "network"
+    variant: VariantSpec
+    batch: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    device: str
+    mode: str
+    memory_format: str
+    compile: bool
+    model: str = ""  # e.g. "resnet50" for network cases
+
+    @property
+    def key(self) -> tuple:
+        return (
+            self.role,
+            self.model,
+            self.variant.label,
+            self.batch,
+            self.channels,
+            self.height,
+            self.width,
+            self.dtype,
+            self.device,
+            self.mode,
+            self.memory_format,
+            self.compile,
+        )
+
+    @property
+    def case_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.key).encode()).hexdigest()[:12]
+
+    @property
+    def shape_key(self) -> tuple:
+        """What FLOPs, MACs and bytes depend on: not the memory format or compilation (the
+        device does: SDPA picks other kernels on CUDA)."""
+        role, model, label, batch, channels, height, width, dtype, device, mode, _, _ = self.key
+        return (role, model, label, batch, channels, height, width, dtype, device, mode)
+
+    @property
+    def label(self) -> str:
+        what = f"{self.model}+{self.variant.label}" if self.model else self.variant.label
+        extras = "".join(
+            [
+                "" if self.memory_format == "contiguous" else " cl",
+                " compiled" if self.compile else "",
+            ]
+        )
+        return (
+            f"{what} b{self.batch} c{self.channels} {self.height}x{self.width} "
+            f"{self.dtype} {self.device} {self.mode}{extras}"
+        )
+
+
+# ---- expansion -------------------------------------------------------------------------------
+
+
+def expand(spec: SweepSpec) -> list[Case]:
+    """Every case of the sweep, references beside the variants they are read against."""
+    cases: list[Case] = []
+    references = (
+        [VariantSpec(name) for name in ("identity", *REFERENCES)] if spec.references else []
+    )
+    settings = [
+        (device, dtype, mode, fmt, compiled)
+        for device in spec.devices
+        for dtype in spec.dtypes
+        for mode in spec.modes
+        for fmt in spec.memory_formats
+        for compiled in spec.compile
+    ]
+    for device, dtype, mode, fmt, compiled in settings:
+        if not spec.variants:
+            break  # a network-only sweep
+        for batch in spec.batch_sizes:
+            for channels in spec.channels:
+                for height, width in spec.resolutions:
+                    shape = (batch, channels, height, width, dtype, device, mode, fmt, compiled)
+                    for reference in references:
+                        cases.append(Case("reference", reference, *shape))
+                    for variant in spec.variants:
+                        if spec.references and variant.label == "identity":
+                            continue  # already measured as a reference
+                        cases.append(Case("variant", variant, *shape))
+    if spec.network is not None:
+        cases.extend(_network_cases(spec))
+    return cases
+
+
+def _network_cases(spec: SweepSpec) -> Iterator[Case]:
+    network = spec.network
+    variants = ([VariantSpec("none")] if network.include_plain else []) + list(network.variants)
+    model = f"resnet{network.depth}"
+    for device in spec.devices:
+        for dtype in spec.dtypes:
+            for mode in network.modes:
+                for fmt in spec.memory_formats:
+                    for compiled in spec.compile:
+                        for variant in variants:
+                            yield Case(
+                                "network",
+                                variant,
+                                network.batch_size,
+                                3,
+                                network.resolution,
+                                network.resolution,
+                                dtype,
+                                device,
+                                mode,
+                                fmt,
+                                compiled,
+                                model=model,
+                            )

@@ -1,0 +1,51 @@
+"""The named sweeps: data that `build_spec` lays the YAML file and the command line on top of."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "description": "CPU sweep of every variant: 3 resolutions x 3 channel counts, "
+        "infer and train, in about 80 s on 2 cores",
+        "variants": ["all", "eca_mha(attention_impl=naive)"],
+        "batch_sizes": [2],
+        "channels": [64, 128, 256],
+        "resolutions": [14, 28, 56],
+        "devices": ["cpu"],
+        # small cases reach a 1% CI well under the cap; only the largest eca_mha ones hit it
+        "timing": {
+            "warmup_s": 0.01,
+            "min_time_s": 0.05,
+            "max_time_s": 0.3,
+            "target_ci": 0.01,
+            "min_samples": 5,
+        },
+    },
+    "default": {
+        "description": "CPU sweep: 4 resolutions x 4 channel counts, infer and train",
+        "batch_sizes": [8],
+        "channels": [64, 128, 256, 512],
+        "resolutions": [7, 14, 28, 56],
+        "devices": ["cpu"],
+        "timing": {"min_time_s": 0.1, "max_time_s": 1.0},
+    },
+    "paper": {
+        "description": "GPU-sized full grid: 5 resolutions x 6 channel counts, 3 dtypes, "
+        "both memory formats, every device present",
+        "batch_sizes": [32],
+        "channels": [64, 128, 256, 512, 1024, 2048],
+        "resolutions": [7, 14, 28, 56, 112],
+        "dtypes": ["float32", "float16", "bfloat16"],
+        "devices": ["auto"],
+        "memory_formats": ["contiguous", "channels_last"],
+        "timing": {"min_time_s": 0.2, "max_time_s": 2.0},
+    },
+    "network": {
+        "description": "ResNet-50 with each variant at 224x224 (the ECA-Net paper's table)",
+        "variants": [],
+        "devices": ["auto"],
+        "network": {"depth": 50, "resolution": 224, "batch_size": 8},
+        "timing": {"min_time_s": 0.5, "max_time_s": 5.0, "min_samples": 5},
+    },
+}
