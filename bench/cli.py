@@ -309,8 +309,12 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "ab":
-        return command_ab(args, unknown)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.handler(args)
+    try:
+        if args.command == "ab":
+            return command_ab(args, unknown)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a run directory exists, or in report / compare
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -118,6 +118,8 @@ Resolution = Annotated[
         }
     ),
 ]  # fmt: skip
+
+
 def _device_name(device: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         unsupported = " (timing on MPS is not supported)" if device.startswith("mps") else ""
