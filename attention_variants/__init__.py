@@ -6,7 +6,21 @@ m = av.create("eca", 256)   # an nn.Module; output shape == input shape
 av.info("se").options       # {'reduction': 16, 'bias': True}
 """
 
-from . import cbam, eca, eca_mha, fused, identity, se, simam  # noqa: F401  (importing registers them)
+from . import (  # noqa: F401  (importing registers them)
+    cbam,
+    coord,
+    eca,
+    eca_mha,
+    fused,
+    gc,
+    gct,
+    identity,
+    se,
+    sge,
+    shuffle,
+    simam,
+    triplet,
+)
 from .registry import (
     UnknownVariantError,
     VariantInfo,

@@ -23,12 +23,24 @@ class CBAMChannelGate(nn.Module):
 class CBAMSpatialGate(nn.Module):
     """Channel-wise [max, mean] maps, k x k conv (no bias) + BatchNorm, sigmoid."""
 
-    def __init__(self, kernel_size: int):
+    def __init__(
+        self,
+        kernel_size: int,
+        *,
+        variant: str = "cbam",
+        option: str = "spatial_kernel_size",
+        zero_init: bool = True,
+    ):
         super().__init__()
-        check_int("cbam", "spatial_kernel_size", kernel_size, odd=True)
+        check_int(variant, option, kernel_size, odd=True)
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         # eps and momentum as in the official implementation (Jongchan/attention-module)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+        # its ResNet: every conv kaiming-normal (fan_out); the spatial gate's BN weight 0, so
+        # the gate starts at sigmoid(0) everywhere
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out")
+        if zero_init:
+            nn.init.zeros_(self.bn.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         maps = torch.cat((x.amax(1, keepdim=True), x.mean(1, keepdim=True)), dim=1)

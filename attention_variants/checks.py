@@ -42,3 +42,22 @@ def check_choice(variant: str, option: str, value: Any, choices: Iterable[Any]) 
             f"{variant}: {option}={value!r} is invalid; allowed: {', '.join(map(repr, choices))}"
         )
     return value
+
+
+class ChannelsUnsupported(ValueError):
+    """The options are fine, but this channel count is not one the block can split as asked.
+
+    A sweep records such a case as skipped (as it does an unsupported dtype or device), unless
+    no channel count of the sweep fits, which is a spec error."""
+
+
+def check_groups(variant: str, groups: Any, channels: int, per_group: int = 1) -> int:
+    """`groups` must be a positive int and `groups * per_group` must divide `channels`."""
+    check_int(variant, "groups", groups)
+    if channels % (groups * per_group):
+        split = f"{groups} groups" + (f" x {per_group} halves" if per_group > 1 else "")
+        raise ChannelsUnsupported(
+            f"{variant}: channels={channels} cannot be split into {split}; allowed: channels "
+            f"divisible by {groups * per_group} (or fewer groups)"
+        )
+    return groups

@@ -29,6 +29,7 @@ class VariantInfo:
     paper: str = ""
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # option name -> default value
+    option_help: dict[str, str] = field(default_factory=dict)  # option name -> what it does
     devices: tuple[str, ...] = ALL_DEVICES
     dtypes: tuple[str, ...] = ALL_DTYPES
     backward: bool = True
@@ -58,6 +59,7 @@ def register(
     devices: tuple[str, ...] = ALL_DEVICES,
     dtypes: tuple[str, ...] = ALL_DTYPES,
     backward: bool = True,
+    option_help: dict[str, str] | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a module class (or factory) taking `channels` first, options after."""
@@ -79,6 +81,7 @@ def register(
             paper=paper,
             description=description or doc_line,
             options=_options_of(factory),
+            option_help=dict(option_help or {}),
             devices=tuple(devices),
             dtypes=tuple(dtypes),
             backward=backward,

@@ -185,6 +185,8 @@ def command_list(args: argparse.Namespace) -> int:
         print(f"  {name:<12} {info.description}")
         print(f"  {'':<12} paper: {info.paper or '-'}")
         print(f"  {'':<12} options: {options}")
+        for option, text in info.option_help.items():
+            print(f"  {'':<14} {option}: {text}")
         print(
             f"  {'':<12} devices: {', '.join(info.devices)}; dtypes: {', '.join(info.dtypes)}; "
             f"backward: {'yes' if info.backward else 'no'}"

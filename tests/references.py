@@ -101,3 +101,209 @@ class OfficialSimAM(nn.Module):
             + 0.5
         )
         return x * self.activaton(y)
+
+
+# ---- the zoo a reviewer asks about: each written as its official repository lays it out -------
+
+
+class _HSigmoid(nn.Module):
+    def forward(self, x):
+        return F.relu6(x + 3) / 6
+
+
+class OfficialCoordAtt(nn.Module):
+    """houqb/CoordAttention coordatt.py: CoordAtt(inp, oup, reduction=32)."""
+
+    def __init__(self, inp, oup, reduction=32):
+        super().__init__()
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        mip = max(8, inp // reduction)
+        self.conv1 = nn.Conv2d(inp, mip, kernel_size=1, stride=1, padding=0)
+        self.bn1 = nn.BatchNorm2d(mip)
+        self.sigmoid = _HSigmoid()
+        self.conv_h = nn.Conv2d(mip, oup, kernel_size=1, stride=1, padding=0)
+        self.conv_w = nn.Conv2d(mip, oup, kernel_size=1, stride=1, padding=0)
+
+    def forward(self, x):
+        identity = x
+        _n, _c, h, w = x.size()
+        x_h = self.pool_h(x)
+        x_w = self.pool_w(x).permute(0, 1, 3, 2)
+        y = torch.cat([x_h, x_w], dim=2)
+        y = self.bn1(self.conv1(y))
+        y = y * self.sigmoid(y)  # h_swish
+        x_h, x_w = torch.split(y, [h, w], dim=2)
+        x_w = x_w.permute(0, 1, 3, 2)
+        a_h = self.conv_h(x_h).sigmoid()
+        a_w = self.conv_w(x_w).sigmoid()
+        return identity * a_w * a_h
+
+
+class OfficialContextBlock(nn.Module):
+    """xvjiarui/GCNet mmdet/ops/gcb/context_block.py: ContextBlock(inplanes, ratio)."""
+
+    def __init__(self, inplanes, ratio, pooling_type="att", fusion_types=("channel_add",)):
+        super().__init__()
+        self.planes = int(inplanes * ratio)
+        self.pooling_type = pooling_type
+        if pooling_type == "att":
+            self.conv_mask = nn.Conv2d(inplanes, 1, kernel_size=1)
+            self.softmax = nn.Softmax(dim=2)
+        else:
+            self.avg_pool = nn.AdaptiveAvgPool2d(1)
+
+        def transform():
+            return nn.Sequential(
+                nn.Conv2d(inplanes, self.planes, kernel_size=1),
+                nn.LayerNorm([self.planes, 1, 1]),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(self.planes, inplanes, kernel_size=1),
+            )
+
+        self.channel_add_conv = transform() if "channel_add" in fusion_types else None
+        self.channel_mul_conv = transform() if "channel_mul" in fusion_types else None
+
+    def spatial_pool(self, x):
+        batch, channel, height, width = x.size()
+        if self.pooling_type != "att":
+            return self.avg_pool(x)
+        input_x = x.view(batch, channel, height * width).unsqueeze(1)
+        context_mask = self.conv_mask(x).view(batch, 1, height * width)
+        context_mask = self.softmax(context_mask).unsqueeze(-1)
+        return torch.matmul(input_x, context_mask).view(batch, channel, 1, 1)
+
+    def forward(self, x):
+        context = self.spatial_pool(x)
+        out = x
+        if self.channel_mul_conv is not None:
+            out = out * torch.sigmoid(self.channel_mul_conv(context))
+        if self.channel_add_conv is not None:
+            out = out + self.channel_add_conv(context)
+        return out
+
+
+class _BasicConv(nn.Module):
+    def __init__(self, in_planes, out_planes, kernel_size, padding):
+        super().__init__()
+        self.conv = nn.Conv2d(in_planes, out_planes, kernel_size, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_planes, eps=1e-5, momentum=0.01, affine=True)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class _TripletGate(nn.Module):
+    """landskape-ai/triplet-attention MODELS/triplet_attention.py SpatialGate."""
+
+    def __init__(self, kernel_size=7):
+        super().__init__()
+        self.spatial = _BasicConv(2, 1, kernel_size, padding=(kernel_size - 1) // 2)
+
+    def forward(self, x):
+        x_compress = torch.cat((torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), 1)
+        return x * torch.sigmoid_(self.spatial(x_compress))
+
+
+class OfficialTripletAttention(nn.Module):
+    """landskape-ai/triplet-attention MODELS/triplet_attention.py TripletAttention."""
+
+    def __init__(self, kernel_size=7, no_spatial=False):
+        super().__init__()
+        self.ChannelGateH = _TripletGate(kernel_size)
+        self.ChannelGateW = _TripletGate(kernel_size)
+        self.no_spatial = no_spatial
+        if not no_spatial:
+            self.SpatialGate = _TripletGate(kernel_size)
+
+    def forward(self, x):
+        x_out11 = self.ChannelGateH(x.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3)
+        x_out21 = self.ChannelGateW(x.permute(0, 3, 2, 1).contiguous()).permute(0, 3, 2, 1)
+        if not self.no_spatial:
+            return (1 / 3) * (self.SpatialGate(x) + x_out11.contiguous() + x_out21.contiguous())
+        return (1 / 2) * (x_out11.contiguous() + x_out21.contiguous())
+
+
+class OfficialGCT(nn.Module):
+    """z-x-yang/GCT PyTorch/GCT.py."""
+
+    def __init__(self, num_channels, epsilon=1e-5, mode="l2", after_relu=False):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, num_channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.epsilon, self.mode, self.after_relu = epsilon, mode, after_relu
+
+    def forward(self, x):
+        if self.mode == "l2":
+            embedding = (x.pow(2).sum((2, 3), keepdim=True) + self.epsilon).pow(0.5) * self.alpha
+            norm = self.gamma / (embedding.pow(2).mean(dim=1, keepdim=True) + self.epsilon).pow(0.5)
+        else:
+            _x = x if self.after_relu else torch.abs(x)
+            embedding = _x.sum((2, 3), keepdim=True) * self.alpha
+            norm = self.gamma / (torch.abs(embedding).mean(dim=1, keepdim=True) + self.epsilon)
+        gate = 1.0 + torch.tanh(embedding * norm + self.beta)
+        return x * gate
+
+
+class OfficialSGE(nn.Module):
+    """implus/PytorchInsight classification/models/imagenet/resnet_sge.py SpatialGroupEnhance."""
+
+    def __init__(self, groups=64):
+        super().__init__()
+        self.groups = groups
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
+        self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+        self.sig = nn.Sigmoid()
+
+    def forward(self, x):
+        b, c, h, w = x.size()
+        x = x.view(b * self.groups, -1, h, w)
+        xn = x * self.avg_pool(x)
+        xn = xn.sum(dim=1, keepdim=True)
+        t = xn.view(b * self.groups, -1)
+        t = t - t.mean(dim=1, keepdim=True)
+        std = t.std(dim=1, keepdim=True) + 1e-5
+        t = t / std
+        t = t.view(b, self.groups, h, w)
+        t = t * self.weight + self.bias
+        t = t.view(b * self.groups, 1, h, w)
+        x = x * self.sig(t)
+        return x.view(b, c, h, w)
+
+
+class OfficialSALayer(nn.Module):
+    """wofmanaf/SA-Net models/sa_resnet.py sa_layer."""
+
+    def __init__(self, channel, groups=64):
+        super().__init__()
+        self.groups = groups
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.cweight = nn.Parameter(torch.zeros(1, channel // (2 * groups), 1, 1))
+        self.cbias = nn.Parameter(torch.ones(1, channel // (2 * groups), 1, 1))
+        self.sweight = nn.Parameter(torch.zeros(1, channel // (2 * groups), 1, 1))
+        self.sbias = nn.Parameter(torch.ones(1, channel // (2 * groups), 1, 1))
+        self.sigmoid = nn.Sigmoid()
+        self.gn = nn.GroupNorm(channel // (2 * groups), channel // (2 * groups))
+
+    @staticmethod
+    def channel_shuffle(x, groups):
+        b, _c, h, w = x.shape
+        x = x.reshape(b, groups, -1, h, w)
+        x = x.permute(0, 2, 1, 3, 4)
+        return x.reshape(b, -1, h, w)
+
+    def forward(self, x):
+        b, _c, h, w = x.shape
+        x = x.reshape(b * self.groups, -1, h, w)
+        x_0, x_1 = x.chunk(2, dim=1)
+        xn = self.avg_pool(x_0)
+        xn = self.cweight * xn + self.cbias
+        xn = x_0 * self.sigmoid(xn)
+        xs = self.gn(x_1)
+        xs = self.sweight * xs + self.sbias
+        xs = x_1 * self.sigmoid(xs)
+        out = torch.cat([xn, xs], dim=1)
+        out = out.reshape(b, -1, h, w)
+        return self.channel_shuffle(out, 2)

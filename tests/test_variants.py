@@ -35,6 +35,9 @@ def test_runs_in_each_dtype_and_stays_close_to_fp32(name, dtype):
 @pytest.mark.parametrize("name", CORE)
 def test_gradients_reach_the_input_and_every_parameter(name):
     module = av.create(name, 32).train()
+    with torch.no_grad():  # zero inits (CBAM's spatial BatchNorm) would stop gradients by design
+        for p in module.parameters():
+            p.add_(torch.rand_like(p) + 0.5)
     x = torch.randn(2, 32, 6, 5, requires_grad=True)
     module(x).square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

@@ -205,7 +205,6 @@ _ELEMENTWISE_FLOPS = {  # FLOPs per output element for pointwise ops that are no
     "gelu": 8,  # erf form: x * 0.5 * (1 + erf(x / sqrt(2)))
     "gelu_backward": 10,
     "hardsigmoid": 3,
-    "hardswish": 4,
     "addcmul": 2,
     "addcdiv": 2,
     "lerp": 3,
@@ -246,6 +245,14 @@ _FORMULAS: dict[str, Formula] = {
     "aten._native_batch_norm_legit_no_training": _batch_norm(2, 2, training_arg=None),
     "aten._native_batch_norm_legit_functional": _batch_norm(6, 2, training_arg=5),
     "aten.native_batch_norm_backward": _batch_norm(9, 2, training_arg=7),
+    # LayerNorm and GroupNorm normalise with their own statistics, as BatchNorm in training
+    "aten.native_layer_norm": _per_input_element(6),
+    "aten.native_layer_norm_backward": _per_input_element(9),
+    "aten.native_group_norm": _per_input_element(6),
+    "aten.native_group_norm_backward": _per_input_element(9),
+    # not tagged pointwise in ATen: x * relu6(x + 3) / 6, and its gradient (2x + 3) / 6 * dy
+    "aten.hardswish": _per_output_element(4),
+    "aten.hardswish_backward": _per_output_element(4),
 }
 for _name in (
     "_scaled_dot_product_flash_attention_for_cpu",

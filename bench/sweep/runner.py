@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import attention_variants as av
 from attention_variants import backbones
+from attention_variants.checks import ChannelsUnsupported
 
 from ..measurement.case import CaseMeasurement, measure_case
 from ..measurement.ceilings import measure_ceilings
@@ -155,6 +156,8 @@ class CaseRunner:
             try:
                 measurement = self._measure(case, seed, row)
                 row["status"] = "ok"
+            except ChannelsUnsupported as error:  # e.g. groups that do not divide the channels
+                row.update(status="skipped", error=str(error))
             except Exception as error:  # a failing case is recorded; the sweep goes on
                 if _out_of_memory(error):
                     row.update(status="oom", error=_one_line(error))

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 import attention_variants as av
+from attention_variants.checks import ChannelsUnsupported
 
 from ..measurement.case import TimingBudget
 from .plugins import load_entry_point_plugins, load_plugin
@@ -144,9 +145,14 @@ def ListOf(item: Any, description: str, default: list, *, min_length: int = 1) -
 
 
 def _check_builds(variants: list[VariantSpec], channels: list[int]) -> None:
-    """Build each variant at each channel count on the meta device (no memory, no compute)."""
+    """Build each variant at each channel count on the meta device (no memory, no compute).
+
+    A channel count the block cannot split (ChannelsUnsupported) is a skipped case, as an
+    unsupported dtype is; only a variant that fits none of the sweep's counts is a problem.
+    """
     problems = []
     for variant in variants:
+        unsupported = []
         for c in channels:
             try:
                 try:
@@ -154,9 +160,13 @@ def _check_builds(variants: list[VariantSpec], channels: list[int]) -> None:
                         av.create(variant.name, c, **variant.options_dict)
                 except NotImplementedError:  # a module that cannot live on meta
                     av.create(variant.name, c, **variant.options_dict)
-            except Exception as error:  # any failure to build is the spec's problem
+            except ChannelsUnsupported as error:
+                unsupported.append(str(error))
+            except Exception as error:  # any other failure to build is the spec's problem
                 problems.append(f"{variant.label} at channels={c}: {type(error).__name__}: {error}")
                 break
+        if unsupported and len(unsupported) == len(channels):
+            problems.append(f"{variant.label} fits none of the channel counts: {unsupported[0]}")
     if problems:
         raise ValueError("; ".join(problems))
 
