@@ -37,7 +37,7 @@ def test_gradients_reach_the_input_and_every_parameter(name):
     module = av.create(name, 32).train()
     with torch.no_grad():  # zero inits (CBAM's spatial BatchNorm) would stop gradients by design
         for p in module.parameters():
-            p.add_(torch.rand_like(p) + 0.5)
+            p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 32, 6, 5, requires_grad=True)
     module(x).square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
