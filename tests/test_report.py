@@ -80,7 +80,7 @@ def write_synthetic_run(run_dir):
                 latency_median_s=8 / images, latency_ci_low_s=8 / images * 0.99,
                 latency_ci_high_s=8 / images * 1.01, latency_iqr_s=0.01,
                 images_per_s=images / (3 if mode == "train" else 1), params=params,
-                flops=8_217_634_280, macs=4_089_184_256, bytes_moved=10**9,
+                flops=8 * 8_217_634_280, macs=8 * 4_089_184_256, bytes_moved=10**9,
                 peak_memory_bytes=10**8,
             ))  # fmt: skip
     run_dir.mkdir(parents=True)

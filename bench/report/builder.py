@@ -84,7 +84,7 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         caption = (
             f"{_setting(name)}, batch {_batches(rows)}, {rows['height'].iloc[0]}x"
             f"{rows['width'].iloc[0]}: params in millions of 10^6 and of 2^20 (the ECA-Net "
-            "paper's unit), forward GMACs and GFLOPs (10^9), images/s."
+            "paper's unit), forward GMACs and GFLOPs (10^9) per image, images/s."
         )
         written += tables.write_table(display, raw, table_dir, f"network_{name}", caption)
         if charts:

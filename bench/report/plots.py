@@ -293,7 +293,11 @@ def network_overhead(
     for _, row in others.iterrows():
         records.append((row["variant"], "params", 100 * (row["params"] / base["params"] - 1)))
         records.append(
-            (row["variant"], "FLOPs", 100 * (row["forward_flops"] / base["forward_flops"] - 1))
+            (
+                row["variant"],
+                "FLOPs",
+                100 * (row["forward_flops_per_image"] / base["forward_flops_per_image"] - 1),
+            )
         )
         for mode in ("infer", "train"):
             column = f"{mode}_images_per_s"

@@ -227,8 +227,9 @@ def network_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = pd.DataFrame(index=pd.Index(labels, name="variant"))
     raw["model"] = rows["model"].iloc[0]
     raw["params"] = rows.groupby("variant_label")["params"].first().reindex(labels)
-    raw["forward_flops"] = forward["flops"].reindex(labels)
-    raw["forward_macs"] = forward["macs"].reindex(labels)
+    # per image, as papers give them (the counts cover the whole batch)
+    raw["forward_flops_per_image"] = (forward["flops"] / forward["batch"]).reindex(labels)
+    raw["forward_macs_per_image"] = (forward["macs"] / forward["batch"]).reindex(labels)
     for mode in ("train", "infer"):
         raw[f"{mode}_images_per_s"] = speed[mode].reindex(labels) if mode in speed else np.nan
     name = raw["model"].iloc[0].replace("resnet", "ResNet-")
@@ -236,8 +237,8 @@ def network_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "model": [name if v == "none" else f"{name} + {v}" for v in labels],
         "params (10^6)": (raw["params"] / 1e6).map(lambda v: f"{v:.3f}"),
         "params (2^20)": (raw["params"] / 2**20).map(lambda v: f"{v:.3f}"),
-        "GMACs": (raw["forward_macs"] / 1e9).map(lambda v: f"{v:.3f}"),
-        "GFLOPs": (raw["forward_flops"] / 1e9).map(lambda v: f"{v:.3f}"),
+        "GMACs / image": (raw["forward_macs_per_image"] / 1e9).map(lambda v: f"{v:.3f}"),
+        "GFLOPs / image": (raw["forward_flops_per_image"] / 1e9).map(lambda v: f"{v:.3f}"),
         "train (images/s)": raw["train_images_per_s"].map(lambda v: format_exact(v, 3)),
         "infer (images/s)": raw["infer_images_per_s"].map(lambda v: format_exact(v, 3)),
     })  # fmt: skip
