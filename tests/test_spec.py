@@ -36,7 +36,7 @@ def test_every_problem_is_reported_at_once_with_its_location_and_allowed_values(
     problems = excinfo.value.problems
     expected = [
         "bogus: unknown field; allowed: preset, plugins, batch_sizes, channels",
-        "variants[1]: unknown attention variant 'nope'; known variants: cbam, eca",
+        "variants[1]: unknown attention variant 'nope'; known variants: cbam, coord, eca",
         "channels[1]: Input should be a valid integer (got 'x')",
         "dtypes[0]: Input should be 'float32', 'float16' or 'bfloat16' (got 'fp8')",
         "resolutions[0][0]: Input should be greater than or equal to 1 (got 0)",
@@ -285,4 +285,4 @@ def test_bench_run_and_run_all_default_to_the_quick_preset():
     )  # fmt: skip
     spec, _ = build_spec("quick")
     assert result.stdout.strip().endswith(f"{len(expand(spec))} cases")
-    assert "about 80 s" in PRESETS["quick"]["description"]
+    assert "about 95 s" in PRESETS["quick"]["description"]

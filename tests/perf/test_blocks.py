@@ -26,10 +26,14 @@ BLOCKS = [*av.available(), "copy"]
 SMOKE_BUDGET = TimingBudget(warmup_s=0.0, min_time_s=0.0, max_time_s=0.002, min_samples=1, rounds=1)
 
 
+# shuffle attention's default 64 groups need channels divisible by 128
+OPTIONS = {"shuffle": {"groups": 16}}
+
+
 def _build(name, channels):
     if name in REFERENCES:
         return REFERENCES[name](channels)
-    return av.create(name, channels)
+    return av.create(name, channels, **OPTIONS.get(name, {}))
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
