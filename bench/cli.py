@@ -11,6 +11,7 @@ import attention_variants as av
 from .sweep.cases import expand
 from .sweep.plugins import load_plugin
 from .sweep.presets import PRESETS
+from .sweep.shards import Shard, select
 from .sweep.spec import SpecError, build_spec
 
 
@@ -69,6 +70,27 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
         action="store_true",
         help="with --resume: go on even if torch, the devices or the commit differ from the run's",
     )
+    scale = parser.add_argument_group("scale-out (submitit)")
+    scale.add_argument("--shard", metavar="K/N", help="run only the K-th of N parts of the sweep")
+    scale.add_argument("--shards", type=int, metavar="N", help="cut the sweep into N shards")
+    scale.add_argument("--executor", choices=["debug", "local", "slurm"], help="where shards run")
+    scale.add_argument("--slurm-partition", dest="slurm_partition")
+    scale.add_argument("--timeout-min", dest="timeout_min", type=int, help="per shard")
+    scale.add_argument("--gpus-per-task", dest="gpus_per_task", type=int)
+    scale.add_argument("--cpus-per-task", dest="cpus_per_task", type=int)
+    scale.add_argument(
+        "--array-parallelism", dest="slurm_array_parallelism", type=int, help="shards at once"
+    )
+    scale.add_argument(
+        "--slurm-additional",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option (repeatable), e.g. account=my-lab",
+    )
+    scale.add_argument(
+        "--no-wait", action="store_true", help="submit, print the job ids and the merge command"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--dry-run", action="store_true", help="list the cases and stop")
 
@@ -89,15 +111,50 @@ OVERRIDES = (
 )
 
 
+EXECUTOR_FLAGS = (
+    "shards",
+    "executor",
+    "slurm_partition",
+    "timeout_min",
+    "gpus_per_task",
+    "cpus_per_task",
+    "slurm_array_parallelism",
+    "slurm_additional",
+)
+
+
+def _executor_block(args: argparse.Namespace) -> dict | None:
+    """The `executor:` spec block the command line asks for (on top of the YAML's), or None."""
+    given = {name: getattr(args, name) for name in EXECUTOR_FLAGS}
+    given = {k: v for k, v in given.items() if v not in (None, [])}
+    if not given:
+        return None
+    if "shards" in given:
+        given["shards"], given["kind"] = given["shards"], given.pop("executor", "local")
+    elif "executor" in given:
+        given["kind"] = given.pop("executor")
+    extra = given.pop("slurm_additional", [])
+    if extra:
+        pairs = [item.partition("=") for item in extra]
+        bad = [item for item, (_, sep, _) in zip(extra, pairs, strict=True) if not sep]
+        if bad:
+            raise SpecError([f"--slurm-additional {bad[0]!r}: allowed: KEY=VALUE"])
+        given["slurm_additional"] = {key: value for key, _, value in pairs}
+    return given
+
+
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
+    block = _executor_block(args)
+    if block:
+        overrides["executor"] = block
     if args.plugin:
         overrides["plugins"] = args.plugin
     return overrides
 
 
 # what a resumed run takes from its own spec.yaml: giving any of these with --resume is an error
-SWEEP_FLAGS = ("preset", "spec", "out", "plugin", "profile", *OVERRIDES)
+SWEEP_FLAGS = ("preset", "spec", "out", "plugin", "profile", "shard", *OVERRIDES, *EXECUTOR_FLAGS)
 
 
 def _resume_conflicts(args: argparse.Namespace) -> list[str]:
@@ -133,13 +190,23 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
             for note in notes:
                 print(f"note: {note}")
             cases = expand(spec)
+            if args.shard and args.dry_run:
+                cases = select(cases, _shard(args), spec.timing)
             if args.dry_run:
                 for case in cases:
                     print(case.label)
                 print(f"{len(cases)} cases")
                 return 0
+            if args.shard and spec.executor is not None:
+                raise SpecError(["--shard K/N runs one shard here: it goes without --shards"])
+            if spec.executor is not None:
+                return _run_sharded(spec, args)
+            shard = _shard(args) if args.shard else None
+            if shard is not None:
+                cases = select(cases, shard, spec.timing)
+                print(f"shard {shard.label}: ", end="")
             print(f"{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
-            summary = run_sweep(spec, args.out, quiet=args.quiet)
+            summary = run_sweep(spec, args.out, shard=shard, quiet=args.quiet)
     except (SpecError, ResumeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -148,6 +215,23 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
         print(f"resume with: python -m bench run --resume {summary.run_dir}")
     args.run_dir = summary.run_dir
     return summary.exit_code
+
+
+def _shard(args: argparse.Namespace) -> Shard:
+    try:
+        return Shard.parse(args.shard)
+    except ValueError as error:
+        raise SpecError([str(error)]) from None
+
+
+def _run_sharded(spec, args: argparse.Namespace) -> int:
+    from .sweep.executors import run_sharded
+    from .sweep.results import new_run_id
+
+    out = Path(args.out or Path("results") / new_run_id())
+    code = run_sharded(spec.to_dict(), out, spec.executor, wait=not args.no_wait)
+    args.run_dir = out
+    return code
 
 
 def _dry_run_resume(args: argparse.Namespace) -> int:
@@ -195,6 +279,18 @@ def command_list(args: argparse.Namespace) -> int:
     for name, preset in PRESETS.items():
         print(f"  {name:<12} {preset['description']}")
     return 0
+
+
+def command_merge(args: argparse.Namespace) -> int:
+    from .sweep.merge import MergeError, merge
+
+    try:
+        summary = merge(args.run_dirs, args.out, allow_mixed=args.allow_mixed)
+    except MergeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    return summary.exit_code
 
 
 def command_schema(args: argparse.Namespace) -> int:
@@ -267,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="show the variants and presets")
     listing.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE")
     listing.set_defaults(handler=command_list)
+    merging = commands.add_parser("merge", help="join the shards of a sweep into one run")
+    merging.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    merging.add_argument("--out", required=True, metavar="DIR")
+    merging.add_argument(
+        "--allow-mixed", action="store_true", help="shards from different machines, told apart"
+    )
+    merging.set_defaults(handler=command_merge)
     rep = commands.add_parser("report", help="write tables and charts for a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(handler=command_report)

@@ -39,7 +39,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
 
     # a sweep over batch sizes gets a table and chart per batch: no dimension is ever dropped
     blocks = tables.ok_rows(results)
-    per_batch = ["batch"] if blocks["batch"].nunique() > 1 else []
+    # machines merged from shards (bench merge --allow-mixed) are drawn and tabled apart
+    per_machine = ["machine"] if results.get("machine", pd.Series()).nunique() > 1 else []
+    per_batch = per_machine + (["batch"] if blocks["batch"].nunique() > 1 else [])
     for name, rows in tables.groups(blocks, tables.SETTING + per_batch):
         display, raw, unit = tables.latency_table(rows)
         caption = (
@@ -76,7 +78,7 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             written += plots.memory_vs_resolution(rows, plot_dir, name, colours)
 
     network = tables.ok_rows(results, role="network")
-    per_batch = ["batch"] if network["batch"].nunique() > 1 else []
+    per_batch = per_machine + (["batch"] if network["batch"].nunique() > 1 else [])
     for name, rows in tables.groups(
         network, ["model", "device", "dtype", "memory_format", "compile", *per_batch]
     ):

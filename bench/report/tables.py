@@ -8,6 +8,7 @@ half-width, so a 2% interval never prints seven digits.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ def groups(rows: pd.DataFrame, keys: list[str]):
                 if value in (True, "True"):
                     parts.append("compiled")
                 continue
+            if key == "machine":  # a free-form label: keep what a file name can hold
+                value = re.sub(r"[^A-Za-z0-9.]+", "-", str(value)).strip("-")
             parts.append(f"b{value}" if key == "batch" else str(value))
         yield "_".join(parts).replace(":", ""), frame
 

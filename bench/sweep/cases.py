@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from torch import nn
+
+import attention_variants as av
+from attention_variants import backbones
+
 from ..measurement.references import REFERENCES
 from .variant_expr import VariantSpec
 
@@ -73,6 +78,17 @@ class Case:
             f"{what} b{self.batch} c{self.channels} {self.height}x{self.width} "
             f"{self.dtype} {self.device} {self.mode}{extras}"
         )
+
+
+def build_module(case: Case) -> nn.Module:
+    """The module a case measures: a variant, a reference, or a ResNet with a variant."""
+    if case.role == "network":
+        depth = int(case.model.removeprefix("resnet"))
+        attention = None if case.variant.name == "none" else case.variant.name
+        return backbones.resnet(depth, attention, case.variant.options_dict or None)
+    if case.role == "reference" and case.variant.name in REFERENCES:
+        return REFERENCES[case.variant.name](case.channels)
+    return av.create(case.variant.name, case.channels, **case.variant.options_dict)
 
 
 # ---- expansion -------------------------------------------------------------------------------

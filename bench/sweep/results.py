@@ -112,6 +112,7 @@ class RunDirectory:
         self.update_run_info(
             run_id=run_id, schema_version=SCHEMA_VERSION, status="running", started_utc=_now()
         )
+        _append_csv(self.results_csv, COLUMNS, [])  # a run (or shard) with no cases is one too
 
     def update_run_info(self, **fields: Any) -> None:
         self._update_json("run.json", fields)

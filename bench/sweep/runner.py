@@ -20,7 +20,6 @@ from torch import nn
 from tqdm import tqdm
 
 import attention_variants as av
-from attention_variants import backbones
 from attention_variants.checks import ChannelsUnsupported
 
 from ..measurement.case import CaseMeasurement, measure_case
@@ -29,11 +28,11 @@ from ..measurement.counting import Counts
 from ..measurement.environment import capture, case_seed, load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
-from ..measurement.references import REFERENCES
 from ..measurement.timing import mode_fn
-from .cases import Case, expand
+from .cases import Case, build_module, expand
 from .results import RunDirectory, new_run_id, quality_warnings, read_results
 from .resume import drop_failed, environment_differences, record_crash, still_to_run
+from .shards import Shard, select
 from .spec import SweepSpec, spec_from_dict
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -105,14 +104,7 @@ def unsupported_reason(case: Case) -> str:
 
 def build_case(case: Case) -> tuple[nn.Module, torch.Tensor]:
     """The case's module and input, on its device, dtype and memory format."""
-    if case.role == "network":
-        depth = int(case.model.removeprefix("resnet"))
-        attention = None if case.variant.name == "none" else case.variant.name
-        module = backbones.resnet(depth, attention, case.variant.options_dict or None)
-    elif case.role == "reference" and case.variant.name in REFERENCES:
-        module = REFERENCES[case.variant.name](case.channels)
-    else:
-        module = av.create(case.variant.name, case.channels, **case.variant.options_dict)
+    module = build_module(case)
     memory_format = (
         torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
     )
@@ -252,18 +244,22 @@ def run_sweep(
     resume: str | Path | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    shard: Shard | None = None,
     quiet: bool = False,
 ) -> RunSummary:
     """Run a sweep into a new run directory (`out`, or results/<run id>), or resume one.
 
     On resume, a case whose process died is recorded as `crashed` and the sweep goes on past it;
-    `retry_failed` runs crashed, error and oom cases again. Ctrl-C anywhere stops cleanly:
-    run.json says "interrupted" and the summary's exit code is 130.
+    `retry_failed` runs crashed, error and oom cases again. With `shard`, only that part of the
+    cases runs (a resumed shard keeps its own). Ctrl-C anywhere stops cleanly: run.json says
+    "interrupted" and the summary's exit code is 130.
     """
     started = time.perf_counter()
     if resume is not None:
         run_dir, spec = open_resumed(resume, force=force)
         run_id = run_dir.run_id
+        recorded_shard = run_dir.read_json("run.json").get("shard")
+        shard = Shard.parse(recorded_shard) if recorded_shard else None
         run_dir.update_run_info(
             status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         )
@@ -271,7 +267,9 @@ def run_sweep(
         run_id = new_run_id()
         run_dir = RunDirectory(out or Path("results") / run_id)
         run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id)
-    cases = expand(spec)
+        if shard is not None:
+            run_dir.update_run_info(shard=shard.label)
+    cases = expand(spec) if shard is None else select(expand(spec), shard, spec.timing)
     runner = CaseRunner(spec, run_dir, run_id)
     run_dir.drop_orphan_samples()  # samples of a case whose row was never written
     crashed = record_crash(

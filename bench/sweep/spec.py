@@ -32,6 +32,7 @@ import attention_variants as av
 from attention_variants.checks import ChannelsUnsupported
 
 from ..measurement.case import TimingBudget
+from .executors import ExecutorOptions
 from .plugins import load_entry_point_plugins, load_plugin
 from .presets import PRESETS
 from .variant_expr import VariantSpec, split_top_level
@@ -225,6 +226,9 @@ class SweepSpec(BaseModel):
     references: bool = Field(True, description="identity, conv3x3 and copy beside the variants")
     timing: TimingBudget = Field(default_factory=TimingBudget)
     network: NetworkSpec | None = None
+    executor: ExecutorOptions | None = Field(
+        None, description="run the sweep in shards through submitit (Slurm, local, debug)"
+    )
     seed: int = 0
     profile: bool = Field(False, description="a torch.profiler trace per case")
 
@@ -293,9 +297,11 @@ def _problems(error: ValidationError) -> list[str]:
                 location += f".{part}" if location else str(part)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            model = {"timing": TimingBudget, "network": NetworkSpec}.get(
-                str(item["loc"][0]) if len(item["loc"]) > 1 else "", SweepSpec
-            )
+            model = {
+                "timing": TimingBudget,
+                "network": NetworkSpec,
+                "executor": ExecutorOptions,
+            }.get(str(item["loc"][0]) if len(item["loc"]) > 1 else "", SweepSpec)
             message = f"unknown field; allowed: {', '.join(model.model_fields)}"
         got = f" (got {item['input']!r})" if item["type"] not in ("value_error",) else ""
         lines.append(f"{location or 'spec'}: {message}{got}")

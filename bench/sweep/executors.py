@@ -1,0 +1,182 @@
+"""Sharded sweeps through submitit: a Slurm job array, subprocesses on this node, or in-process.
+
+`run_sharded` submits the shards of a spec (each an ordinary run directory under
+``<run dir>/shards/``), shows them finishing, and merges them into the run directory. Shards
+already complete are not submitted again, so re-running the same command finishes only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .merge import MergeError, merge
+from .shards import Shard
+
+
+class ExecutorOptions(BaseModel):
+    """Where and how the shards run (the `executor:` block of a spec, or `--shards N ...`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["debug", "local", "slurm"] = Field(
+        "local", description="slurm: one job array; local: subprocesses here; debug: in-process"
+    )
+    shards: int = Field(2, ge=1, description="how many parts the sweep is cut into")
+    slurm_partition: str | None = None
+    timeout_min: int = Field(60, ge=1, description="each shard's time limit, minutes")
+    gpus_per_task: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    slurm_array_parallelism: int | None = Field(None, ge=1, description="shards running at once")
+    slurm_additional: dict[str, str] = Field(
+        default_factory=dict, description="any other sbatch option, e.g. {account: my-lab}"
+    )
+
+
+def executor_parameters(options: ExecutorOptions) -> dict[str, Any]:
+    """`AutoExecutor.update_parameters` keywords (cluster-prefixed ones reach only that cluster)."""
+    params: dict[str, Any] = {"timeout_min": options.timeout_min, "name": "bench-shard"}
+    if options.gpus_per_task:
+        params["gpus_per_node"] = options.gpus_per_task
+    if options.cpus_per_task:
+        params["cpus_per_task"] = options.cpus_per_task
+    if options.slurm_partition:
+        params["slurm_partition"] = options.slurm_partition
+    if options.slurm_array_parallelism:
+        params["slurm_array_parallelism"] = options.slurm_array_parallelism
+    if options.slurm_additional:
+        params["slurm_additional_parameters"] = dict(options.slurm_additional)
+    return params
+
+
+def make_executor(out: Path, options: ExecutorOptions):
+    """The submitit executor for `options`, its logs under ``<out>/submitit``."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=Path(out) / "submitit", cluster=options.kind)
+    executor.update_parameters(**executor_parameters(options))
+    return executor
+
+
+def run_shard(spec: dict[str, Any], directory: str, shard: str) -> int:
+    """One shard, in whatever process the executor gives it: a new run, or the rest of one."""
+    from .runner import run_sweep
+    from .spec import spec_from_dict
+
+    path = Path(directory)
+    if (path / "run.json").exists():
+        summary = run_sweep(None, resume=path, quiet=True)
+    else:
+        summary = run_sweep(spec_from_dict(spec)[0], path, shard=Shard.parse(shard), quiet=True)
+    print(summary.line(), flush=True)
+    return summary.exit_code
+
+
+def _complete(directory: Path) -> bool:
+    run_json = directory / "run.json"
+    return run_json.exists() and json.loads(run_json.read_text()).get("status") == "complete"
+
+
+def _cpu_only(spec: dict[str, Any]) -> bool:
+    return all(str(d).startswith("cpu") for d in spec.get("devices", ["cpu"]))
+
+
+def run_sharded(
+    spec: dict[str, Any],
+    out: str | Path,
+    options: ExecutorOptions,
+    *,
+    wait: bool = True,
+) -> int:
+    """Submit the unfinished shards of `spec`, wait, merge into `out`; returns an exit code."""
+    out = Path(out)
+    shards = [Shard(k, options.shards) for k in range(1, options.shards + 1)]
+    directory = {s: out / "shards" / s.name for s in shards}
+    todo = [s for s in shards if not _complete(directory[s])]
+    print(
+        f"{len(shards)} shards through submitit ({options.kind}); "
+        f"{len(shards) - len(todo)} already complete",
+        flush=True,
+    )
+    executor = make_executor(out, options)
+    args = ([spec] * len(todo), [str(directory[s]) for s in todo], [s.label for s in todo])
+    jobs: dict[Shard, Any] = {}
+    outcomes: dict[Shard, bool] = {}
+    one_at_a_time = options.kind == "local" and _cpu_only(spec)
+    if one_at_a_time and len(todo) > 1:
+        print(
+            "note: CPU shards on one machine would time each other: they run one at a time",
+            flush=True,
+        )
+    if one_at_a_time:
+        for shard in todo:
+            jobs[shard] = executor.submit(run_shard, spec, str(directory[shard]), shard.label)
+            outcomes[shard] = _outcome(shard, jobs[shard])
+    elif options.kind == "local":
+        # each shard its own GPU, as many at once as the node has
+        gpus = max(1, torch.cuda.device_count())
+        for i, shard in enumerate(todo):
+            executor.update_parameters(visible_gpus=[i % gpus], gpus_per_node=1)
+            jobs[shard] = executor.submit(run_shard, spec, str(directory[shard]), shard.label)
+            if (i + 1) % gpus == 0 or i + 1 == len(todo):
+                for waiting in todo[i + 1 - ((i % gpus) + 1) : i + 1]:
+                    outcomes[waiting] = _outcome(waiting, jobs[waiting])
+    elif todo:
+        jobs = dict(zip(todo, executor.map_array(run_shard, *args), strict=True))
+    merge_command = (
+        f"python -m bench merge {' '.join(str(directory[s]) for s in shards)} --out {out}"
+    )
+    if not wait:
+        for shard, job in jobs.items():
+            print(f"submitted shard {shard.label}: job {job.job_id}")
+        print(f"when they are done: {merge_command}")
+        return 0
+    for shard, job in jobs.items():
+        if shard not in outcomes:
+            outcomes[shard] = _outcome(shard, job)
+    failed = [shard for shard, ok in outcomes.items() if not ok]
+    for shard in failed:
+        print(f"shard {shard.label} failed; log: {jobs[shard].paths.stderr}", file=sys.stderr)
+    if failed:
+        print("run the same command again to finish only the failed shards", file=sys.stderr)
+    present = [directory[s] for s in shards if (directory[s] / "results.csv").exists()]
+    if not present:
+        return 1
+    staging = out / ".merging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        summary = merge(present, staging)
+    except MergeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _promote(staging, out)
+    print(summary.line().replace(str(staging), str(out)))
+    return 1 if failed or summary.missing else 0
+
+
+def _outcome(shard: Shard, job) -> bool:
+    """Wait for `job` and say how its shard ended; True if it ran (failed cases are its rows')."""
+    try:
+        code = job.result()
+    except Exception as error:  # the job itself died: named, with its log
+        print(f"shard {shard.label}: failed ({type(error).__name__})", file=sys.stderr, flush=True)
+        return False
+    print(f"shard {shard.label}: done (exit {code})", flush=True)
+    return code in (0, 1)
+
+
+def _promote(merged: Path, out: Path) -> None:
+    """Move the merged files up into the run directory itself (shards/ stays beside them)."""
+    for item in merged.iterdir():
+        target = out / item.name
+        if item.name == "shards":
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        item.replace(target)
+    shutil.rmtree(merged)
