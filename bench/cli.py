@@ -333,6 +333,12 @@ def command_compare(args: argparse.Namespace) -> int:
     print(text)
     if args.output:
         Path(args.output).write_text(text)
+    if args.json:
+        import json
+
+        from .gate.compare import to_json
+
+        Path(args.json).write_text(json.dumps(to_json(result), indent=2) + "\n")
     return result.exit_code
 
 
@@ -386,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--reference", default="copy", help="the reference to divide by (copy)")
     cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")
+    cmp.add_argument("--json", metavar="FILE", help="also write the verdict as JSON here")
     cmp.set_defaults(handler=command_compare)
     ab = commands.add_parser(
         "ab",

@@ -293,3 +293,66 @@ def test_pytest_benchmark_json_from_the_suite_carries_paired_samples_and_quality
     assert case.normalised and case.verdict == "unchanged" and abs(case.ratio - 1) < 0.03
     flagged = compare(save(tmp_path / "a.json", 1.0), save(tmp_path / "c.json", 1.0, "unstable"))
     assert flagged.cases[0].verdict == "inconclusive" and flagged.exit_code == 3
+
+
+def test_normalised_and_raw_times_are_never_mixed(tmp_path):
+    base = write_run(tmp_path / "base", {"eca": draws(2e-4)})
+    new = write_run(tmp_path / "new", {"eca": (draws(2e-4, seed=1)[0], None)})
+    rows = pd.read_csv(new / "results.csv")
+    rows[rows["variant"] != "copy"].to_csv(new / "results.csv", index=False)  # no copy at all
+    with pytest.raises(CompareInputError, match="nothing to divide by: no `copy` reference"):
+        compare(base, new)
+    assert compare(base, new, reference=None).cases[0].verdict == "unchanged"  # --absolute
+    cli = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(base), str(new)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 2 and "--absolute" in cli.stderr
+
+
+def test_the_reference_asked_for_is_used_even_where_paired_copies_exist(tmp_path):
+    def run(path, eca_median, conv_median, seed):
+        times, refs = draws(eca_median, seed=seed)
+        path = write_run(path, {"eca": (times, refs)})
+        rows = pd.read_csv(path / "results.csv")
+        conv = rows[rows["variant"] == "copy"].assign(
+            case_id="id-conv3x3", variant="conv3x3", variant_label="conv3x3"
+        )
+        pd.concat([rows, conv]).to_csv(path / "results.csv", index=False)
+        samples = pd.read_csv(path / "samples.csv")
+        extra = samples[samples["case_id"] == "id-copy"].assign(
+            case_id="id-conv3x3", seconds_per_call=draws(conv_median, seed=seed + 5)[0]
+        )
+        pd.concat([samples, extra]).to_csv(path / "samples.csv", index=False)
+        return path
+
+    # eca and the 3x3 convolution both twice as slow; the copy beside eca is not
+    base, new = run(tmp_path / "base", 2e-4, 1e-3, 0), run(tmp_path / "new", 4e-4, 2e-3, 10)
+    assert compare(base, new).cases[0].verdict == "regression"  # 2x a copy
+    by_conv = compare(base, new, reference="conv3x3")
+    (case,) = by_conv.cases
+    assert case.verdict == "unchanged" and abs(case.ratio - 1) < 0.05
+    assert "`conv3x3` reference" in markdown(by_conv)
+
+
+def test_compare_json_gives_the_verdict_and_every_case_with_its_identity(tmp_path):
+    base = write_run(tmp_path / "base", {"eca": draws(2e-4), "se": draws(3e-4, seed=1)})
+    new = write_run(tmp_path / "new", {"eca": draws(2.6e-4, seed=2), "se": draws(3e-4, seed=3)},
+                    quality={"se": "unstable"})  # fmt: skip
+    out = tmp_path / "verdict.json"
+    cli = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(base), str(new), "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 1
+    verdict = json.loads(out.read_text())
+    assert verdict["verdict"] == "regression" and verdict["exit_code"] == 1
+    cases = {c["variant_label"]: c for c in verdict["cases"]}
+    assert cases["eca"]["verdict"] == "regression" and cases["se"]["verdict"] == "inconclusive"
+    eca = cases["eca"]
+    for name in ("batch", "channels", "height", "width", "dtype", "device", "mode",
+                 "memory_format", "compile", "ratio", "ci_low", "ci_high", "p_value",
+                 "rounds_base", "rounds_new"):  # fmt: skip
+        assert name in eca, name
+    assert eca["batch"] == 8 and eca["compile"] is False and eca["ci_low"] < eca["ratio"]
+    assert eca["rounds_base"] == 1  # samples written without a round column: one stretch

@@ -10,7 +10,8 @@ tens of percent within an hour, so by default every sample is divided by the cop
 tensor timed right after it (or, without paired samples, by the run's copy reference): what is
 compared is "times the memory floor", which drift moves far less. A copy of a tensor that sits
 in cache is itself noisy, so a normalised verdict must also hold in raw time to count.
-``--absolute`` compares raw seconds only.
+``--reference NAME`` divides by another reference's median instead, ``--absolute`` compares raw
+seconds only; a side that cannot be divided as asked is bad input, never mixed with raw times.
 FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is reported.
 
 A case whose `quality` is flagged on either side (contended, unstable, few samples, ...) gets no
@@ -61,6 +62,7 @@ class Run:
     samples: dict[str, np.ndarray]
     source: str
     paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
+    rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
     _reference_medians: dict[str, dict[tuple, float]] = field(default_factory=dict, repr=False)
 
     def reference_medians(self, reference: str) -> dict[tuple, float]:
@@ -123,13 +125,22 @@ def _run_from_directory(path: Path) -> Run:
     ok["key"] = ok["case_id"].astype(str)
     ok["label"] = [_label(row) for _, row in ok.iterrows()]
     grouped = {k: g["seconds_per_call"].to_numpy(float) for k, g in samples.groupby("case_id")}
+    rounds = {}
+    if "round" in samples:
+        rounds = {
+            k: g["round"].fillna(0).astype(int).tolist() for k, g in samples.groupby("case_id")
+        }  # samples written before rounds were recorded count as one stretch
     paired = {}
     if "reference_seconds_per_call" in samples:
         for k, g in samples.dropna(subset=["reference_seconds_per_call"]).groupby("case_id"):
             if len(g) == len(grouped[k]):
                 paired[k] = g["reference_seconds_per_call"].to_numpy(float)
     return Run(
-        ok.set_index("key"), {k: grouped.get(k, np.array([])) for k in ok["key"]}, str(path), paired
+        ok.set_index("key"),
+        {k: grouped.get(k, np.array([])) for k in ok["key"]},
+        str(path),
+        paired,
+        rounds,
     )
 
 
@@ -153,7 +164,7 @@ def _run_from_json(path: Path) -> Run:
         benchmarks = data["benchmarks"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise CompareInputError(f"{path}: not a pytest-benchmark JSON file ({error})") from error
-    rows, samples, paired = [], {}, {}
+    rows, samples, paired, rounds = [], {}, {}, {}
     for bench in benchmarks:
         stats = bench.get("stats", {})
         info = bench.get("extra_info", {})
@@ -162,6 +173,7 @@ def _run_from_json(path: Path) -> Run:
             # the suite's own measurement (bench.measurement.case): the same samples, paired
             # references and quality as a run directory
             samples[key] = np.asarray(info["samples_s"], dtype=float)
+            rounds[key] = list(info.get("rounds") or [0] * len(info["samples_s"]))
             if info.get("reference_samples_s"):
                 paired[key] = np.asarray(info["reference_samples_s"], dtype=float)
         elif "data" in stats:
@@ -183,7 +195,7 @@ def _run_from_json(path: Path) -> Run:
         rows.append(row)
     if not rows:
         raise CompareInputError(f"{path}: holds no benchmarks")
-    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path), paired)
+    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path), paired, rounds)
 
 
 def load_side(path: str | Path) -> Side:
@@ -205,24 +217,38 @@ def load_side(path: str | Path) -> Side:
 
 
 def case_samples(side: Side, key: str, reference: str | None) -> tuple[np.ndarray, bool]:
-    """The case's samples from every run of the side; divided by each run's reference median
-    when `reference` is given and present. Returns (samples, normalised)."""
-    parts, normalised = [], reference is not None
+    """The case's samples from every run of the side, in one unit: divided by `reference`
+    (the paired copy sample by sample where `reference` is copy and pairs exist, else the run's
+    median of that reference at the case's shape), or raw seconds when `reference` is None.
+    Returns (samples, normalised). A run that lacks the reference is bad input: normalised and
+    raw times are never mixed."""
+    parts = []
     for run in side.runs:
         if key not in run.cases.index:
             continue
         samples = run.samples.get(key, np.array([]))
-        if reference is not None and key in run.paired_references:
+        if reference is None:
+            parts.append(samples)
+        elif reference == "copy" and key in run.paired_references:
             # each sample over the copy timed right after it: the same moment of the machine
-            samples = samples / run.paired_references[key]
-        elif reference is not None:
+            parts.append(samples / run.paired_references[key])
+        else:
             anchor = run.reference_medians(reference).get(_group(run.cases.loc[key]))
             if anchor is None:
-                normalised = False
-            else:
-                samples = samples / anchor
-        parts.append(samples)
-    return (np.concatenate(parts) if parts else np.array([])), normalised
+                raise CompareInputError(
+                    f"{run.source}: {run.cases.loc[key]['label']} has nothing to divide by: no "
+                    f"`{reference}` reference at its shape and setting"
+                    + (" and no paired copy samples" if reference == "copy" else "")
+                    + "; both sides need it (rerun with references), or compare raw times "
+                    "with --absolute"
+                )
+            parts.append(samples / anchor)
+    return (np.concatenate(parts) if parts else np.array([])), reference is not None
+
+
+def rounds_of(side: Side, key: str) -> int:
+    """Independent stretches of time behind a case: each run's rounds (one if not recorded)."""
+    return sum(len(set(run.rounds.get(key, [0]))) for run in side.runs if key in run.cases.index)
 
 
 def bootstrap_ratio_ci(
@@ -258,6 +284,9 @@ class CaseComparison:
     n_new: int = 0
     absolute_ratio: float = float("nan")  # new / base of raw times, when `ratio` is normalised
     reason: str = ""  # why a verdict is inconclusive
+    fields: dict[str, Any] = field(default_factory=dict)  # what identifies the case
+    rounds_base: int = 0
+    rounds_new: int = 0
 
 
 def compare_samples(
@@ -367,10 +396,55 @@ def compare(
             float(np.median(b)) if b.size else float("nan"),
             float(np.median(n)) if n.size else float("nan"),
             b_norm and n_norm, b.size, n.size, absolute_ratio, reason,
+            {f: _plain(row_base.get(f)) for f in ("variant_label", *GROUP_KEYS)},
+            rounds_of(base, key), rounds_of(new, key),
         ))  # fmt: skip
     if drifts:
         result.drift = float(np.median(drifts))
     return result
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar from a pandas cell."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value in ("True", "False"):
+        return value == "True"
+    return value
+
+
+def to_json(result: Comparison) -> dict[str, Any]:
+    """The machine-readable verdict (`compare --json FILE`)."""
+
+    def number(value: float) -> float | None:
+        return float(value) if np.isfinite(value) else None
+
+    if result.regressions:
+        verdict = "regression"
+    elif result.inconclusive:
+        verdict = "inconclusive"
+    else:
+        verdict = "no regression"
+    cases = [
+        {**c.fields, "label": c.label, "verdict": c.verdict, "ratio": number(c.ratio),
+         "ci_low": number(c.ci_low), "ci_high": number(c.ci_high), "p_value": number(c.p_value),
+         "normalised": c.normalised, "raw_ratio": number(c.absolute_ratio),
+         "samples_base": c.n_base, "samples_new": c.n_new, "rounds_base": c.rounds_base,
+         "rounds_new": c.rounds_new, "reason": c.reason}
+        for c in result.cases
+    ]  # fmt: skip
+    return {
+        "verdict": verdict,
+        "exit_code": result.exit_code,
+        "threshold": result.threshold,
+        "alpha": result.alpha,
+        "reference": result.reference,
+        "machine_drift": number(result.drift),
+        "cases": cases,
+        "exact_changes": [{k: _plain(v) for k, v in c.items()} for c in result.exact_changes],
+        "only_base": result.only_base,
+        "only_new": result.only_new,
+    }
 
 
 def _flag_reason(base_flags: list[str], new_flags: list[str]) -> str:
