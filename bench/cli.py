@@ -237,7 +237,7 @@ def _run_sharded(spec, args: argparse.Namespace) -> int:
 def _dry_run_resume(args: argparse.Namespace) -> int:
     """What `--resume` would run, without running or changing anything."""
     from .sweep.resume import still_to_run
-    from .sweep.runner import open_resumed
+    from .sweep.runner import cases_of, open_resumed, recorded_shard
 
     run_dir, spec = open_resumed(args.resume, force=args.force)
     flight = run_dir.in_progress()
@@ -245,7 +245,9 @@ def _dry_run_resume(args: argparse.Namespace) -> int:
         print(f"crashed (to be recorded): {flight['label']}")
     todo = [
         case
-        for case in still_to_run(run_dir, expand(spec), args.retry_failed)
+        for case in still_to_run(
+            run_dir, cases_of(spec, recorded_shard(run_dir)), args.retry_failed
+        )
         # the case in flight is recorded as crashed, not run, unless failures are retried
         if flight is None or case.case_id != flight["case_id"] or args.retry_failed
     ]

@@ -1,7 +1,8 @@
 """Runs the cases of a sweep, one fresh seeded module each, and records a row per case at once.
 
 A case that fails is a row with status `oom` or `error` and the sweep goes on; Ctrl-C leaves every
-recorded row on disk, and ``--resume RUN_DIR`` runs only the cases not yet recorded.
+recorded row on disk, and ``--resume RUN_DIR`` runs only the cases not yet recorded (a case
+whose process died is recorded as `crashed` first, so a resume goes past it).
 """
 
 from __future__ import annotations
@@ -218,6 +219,17 @@ def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> Non
                 print(f"warning: ceilings on {device} {dtype} failed: {error}", file=sys.stderr)
 
 
+def recorded_shard(run_dir: RunDirectory) -> Shard | None:
+    """The shard a run directory holds, from its run.json (None: the whole sweep)."""
+    label = run_dir.read_json("run.json").get("shard")
+    return Shard.parse(label) if label else None
+
+
+def cases_of(spec: SweepSpec, shard: Shard | None) -> list[Case]:
+    """The sweep's cases, or one shard's."""
+    return expand(spec) if shard is None else select(expand(spec), shard, spec.timing)
+
+
 class ResumeError(ValueError):
     """A run directory that cannot be resumed here (exit code 2)."""
 
@@ -258,8 +270,7 @@ def run_sweep(
     if resume is not None:
         run_dir, spec = open_resumed(resume, force=force)
         run_id = run_dir.run_id
-        recorded_shard = run_dir.read_json("run.json").get("shard")
-        shard = Shard.parse(recorded_shard) if recorded_shard else None
+        shard = recorded_shard(run_dir)
         run_dir.update_run_info(
             status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         )
@@ -269,7 +280,7 @@ def run_sweep(
         run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id)
         if shard is not None:
             run_dir.update_run_info(shard=shard.label)
-    cases = expand(spec) if shard is None else select(expand(spec), shard, spec.timing)
+    cases = cases_of(spec, shard)
     runner = CaseRunner(spec, run_dir, run_id)
     run_dir.drop_orphan_samples()  # samples of a case whose row was never written
     crashed = record_crash(
