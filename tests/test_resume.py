@@ -164,3 +164,33 @@ def test_cpu_out_of_memory_is_an_oom_row(tmp_path):
     assert rows.loc["test_hungry", "status"] == "oom"
     assert rows.loc["eca", "status"] == "ok" and summary.exit_code == 1
     assert pd.isna(rows.loc["test_hungry", "latency_median_s"])
+
+
+def test_retry_failed_runs_error_rows_again_and_keeps_one_row_per_case(tmp_path):
+    calls = []
+
+    @av.register("test_flaky", paper="-")
+    class Flaky(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+
+        def forward(self, x):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("transient driver error")
+            return x
+
+    try:
+        spec = _tiny_spec().model_copy(update={"variants": build_spec(None, overrides={
+            "variants": "test_flaky,eca", "channels": "16"})[0].variants})  # fmt: skip
+        assert run_sweep(spec, tmp_path / "run", quiet=True).exit_code == 1
+        rows = read_results(tmp_path / "run").set_index("variant")
+        assert rows.loc["test_flaky", "status"] == "error"
+        plain = run_sweep(None, resume=tmp_path / "run", quiet=True)
+        assert sum(plain.statuses.values()) == 0  # an error row is not retried by default
+        retried = run_sweep(None, resume=tmp_path / "run", retry_failed=True, quiet=True)
+        assert retried.statuses["ok"] == 1 and retried.exit_code == 0
+    finally:
+        av.unregister("test_flaky")
+    rows = read_results(tmp_path / "run")
+    assert sorted(rows.variant) == ["eca", "test_flaky"] and set(rows.status) == {"ok"}
