@@ -33,20 +33,11 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from ..measurement.quality import is_ok
+from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
 from ..sweep.results import RunDirectoryError, read_results, read_samples
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
-GROUP_KEYS = (
-    "batch",
-    "channels",
-    "height",
-    "width",
-    "dtype",
-    "device",
-    "mode",
-    "memory_format",
-    "compile",
-)
+GROUP_KEYS = (*SHAPE_FIELDS, *SETTING_FIELDS)  # a shape and setting: where references pair
 BOOTSTRAP_RESAMPLES = 2000
 
 

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ..measurement.quality import is_ok
+from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
 
-SHAPE = ["batch", "channels", "height", "width"]
-SETTING = ["device", "dtype", "mode", "memory_format", "compile"]
+SHAPE = list(SHAPE_FIELDS)
+# the setting's fields, device first: file names read cpu_float32_infer
+SETTING = ["device", *(f for f in SETTING_FIELDS if f != "device")]
 REFERENCE_ORDER = ["identity", "copy", "conv3x3"]
 
 

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from .spec import SweepSpec
 
 
+# What identifies a case, everywhere (the runner's case ids, the report's tables, compare's
+# matching): who is measured, at which shape, in which setting. Rows carry these columns.
+IDENTITY_FIELDS = ("role", "model", "variant_label")
+SHAPE_FIELDS = ("batch", "channels", "height", "width")
+SETTING_FIELDS = ("dtype", "device", "mode", "memory_format", "compile")
+CASE_FIELDS = (*IDENTITY_FIELDS, *SHAPE_FIELDS, *SETTING_FIELDS)
+
+
 @dataclass(frozen=True)
 class Case:
     """One measurement: a variant (or reference, or network) at one shape and setting."""
@@ -39,20 +47,12 @@ class Case:
 
     @property
     def key(self) -> tuple:
-        return (
-            self.role,
-            self.model,
-            self.variant.label,
-            self.batch,
-            self.channels,
-            self.height,
-            self.width,
-            self.dtype,
-            self.device,
-            self.mode,
-            self.memory_format,
-            self.compile,
-        )
+        """The case's identity: CASE_FIELDS in order (hashed into `case_id`)."""
+        return tuple(getattr(self, name) for name in CASE_FIELDS)
+
+    @property
+    def variant_label(self) -> str:
+        return self.variant.label
 
     @property
     def case_id(self) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from ..measurement.case import TimingBudget
 from ..measurement.counting import count
-from .cases import Case, build_module
+from .cases import SETTING_FIELDS, SHAPE_FIELDS, Case, build_module
 
 # a notional device for balancing only: what matters is the ratio between cases, not seconds
 NOTIONAL_FLOPS_PER_S = 5e10
@@ -52,7 +52,7 @@ def group_key(case: Case) -> tuple:
     """Cases that must run in the same shard: a shape and setting's variants and references."""
     if case.role == "network":
         return case.key
-    return (case.batch, case.channels, case.height, case.width, *case.key[7:])
+    return tuple(getattr(case, name) for name in (*SHAPE_FIELDS, *SETTING_FIELDS))
 
 
 @functools.lru_cache(maxsize=4096)
