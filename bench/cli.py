@@ -38,6 +38,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
     sweep.add_argument("--threads", type=int, help="intra-op threads while timing")
     sweep.add_argument("--seed", type=int)
     sweep.add_argument(
+        "--rounds", type=int, help="rounds per case, each on a fresh copy of the input (timing)"
+    )
+    sweep.add_argument(
         "--no-references",
         dest="references",
         action="store_const",
@@ -145,6 +148,8 @@ def _executor_block(args: argparse.Namespace) -> dict | None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
+    if args.rounds is not None:
+        overrides["timing"] = {"rounds": args.rounds}
     block = _executor_block(args)
     if block:
         overrides["executor"] = block
@@ -154,7 +159,17 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 # what a resumed run takes from its own spec.yaml: giving any of these with --resume is an error
-SWEEP_FLAGS = ("preset", "spec", "out", "plugin", "profile", "shard", *OVERRIDES, *EXECUTOR_FLAGS)
+SWEEP_FLAGS = (
+    "preset",
+    "spec",
+    "out",
+    "plugin",
+    "profile",
+    "shard",
+    "rounds",
+    *OVERRIDES,
+    *EXECUTOR_FLAGS,
+)
 
 
 def _resume_conflicts(args: argparse.Namespace) -> list[str]:

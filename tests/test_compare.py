@@ -356,3 +356,18 @@ def test_compare_json_gives_the_verdict_and_every_case_with_its_identity(tmp_pat
         assert name in eca, name
     assert eca["batch"] == 8 and eca["compile"] is False and eca["ci_low"] < eca["ratio"]
     assert eca["rounds_base"] == 1  # samples written without a round column: one stretch
+
+
+def test_the_suite_gets_one_figure_the_geometric_mean_of_trusted_ratios(tmp_path):
+    base = write_run(tmp_path / "base", {"eca": draws(2e-4), "se": draws(3e-4, seed=1),
+                                         "cbam": draws(4e-4, seed=4)})  # fmt: skip
+    new = write_run(tmp_path / "new", {"eca": draws(2.6e-4, seed=2), "se": draws(3e-4, seed=3),
+                                       "cbam": draws(9e-4, seed=5)},
+                    quality={"cbam": "contended"})  # fmt: skip
+    result = compare(base, new)
+    ratios = {c.label.split()[0]: c.ratio for c in result.cases}
+    mean, low, high, covered = result.geometric_mean
+    assert covered == 2  # the contended case is left out
+    assert mean == pytest.approx((ratios["eca"] * ratios["se"]) ** 0.5)
+    assert low < mean < high
+    assert f"over 2 trusted cases: **{mean:.3f}**" in markdown(result)

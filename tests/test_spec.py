@@ -286,3 +286,12 @@ def test_bench_run_and_run_all_default_to_the_quick_preset():
     spec, _ = build_spec("quick")
     assert result.stdout.strip().endswith(f"{len(expand(spec))} cases")
     assert "about 95 s" in PRESETS["quick"]["description"]
+
+
+def test_rounds_on_the_command_line_set_the_timing_budget():
+    from bench.cli import _overrides, build_parser
+
+    args, _ = build_parser().parse_known_args(["run", "--variants", "eca", "--rounds", "5"])
+    spec, _ = build_spec("quick", overrides=_overrides(args))
+    assert spec.timing.rounds == 5
+    assert spec.timing.max_time_s == PRESETS["quick"]["timing"]["max_time_s"]  # the rest stays

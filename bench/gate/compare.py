@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
+from scipy.stats import t as t_dist
 
 from ..measurement.quality import is_ok
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
@@ -39,6 +40,7 @@ from ..sweep.results import RunDirectoryError, read_results, read_samples
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 GROUP_KEYS = (*SHAPE_FIELDS, *SETTING_FIELDS)  # a shape and setting: where references pair
 BOOTSTRAP_RESAMPLES = 2000
+TRUSTED = ("regression", "improvement", "unchanged")  # verdicts drawn from data that holds
 
 
 class CompareInputError(ValueError):
@@ -325,6 +327,25 @@ class Comparison:
         return [c for c in self.cases if c.verdict == "inconclusive"]
 
     @property
+    def geometric_mean(self) -> tuple[float, float, float, int]:
+        """The suite in one figure: the geometric mean of the trusted cases' ratios, its 95%
+        interval (a t-interval over the cases' log ratios) and how many cases it covers."""
+        logs = np.log([c.ratio for c in self.cases
+                       if c.verdict in TRUSTED and np.isfinite(c.ratio) and c.ratio > 0])  # fmt: skip
+        if logs.size == 0:
+            return float("nan"), float("nan"), float("nan"), 0
+        mean = float(logs.mean())
+        if logs.size < 2:
+            return float(np.exp(mean)), float("nan"), float("nan"), 1
+        half = float(t_dist.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size))
+        return (
+            float(np.exp(mean)),
+            float(np.exp(mean - half)),
+            float(np.exp(mean + half)),
+            logs.size,
+        )
+
+    @property
     def exit_code(self) -> int:
         """0 no regression, 1 regression, 3 no regression but some case inconclusive."""
         if self.regressions:
@@ -424,6 +445,13 @@ def to_json(result: Comparison) -> dict[str, Any]:
          "rounds_new": c.rounds_new, "reason": c.reason}
         for c in result.cases
     ]  # fmt: skip
+    mean, low, high, covered = result.geometric_mean
+    geometric_mean = {
+        "ratio": number(mean),
+        "ci_low": number(low),
+        "ci_high": number(high),
+        "cases": covered,
+    }
     return {
         "verdict": verdict,
         "exit_code": result.exit_code,
@@ -431,6 +459,7 @@ def to_json(result: Comparison) -> dict[str, Any]:
         "alpha": result.alpha,
         "reference": result.reference,
         "machine_drift": number(result.drift),
+        "geometric_mean": geometric_mean,
         "cases": cases,
         "exact_changes": [{k: _plain(v) for k, v in c.items()} for c in result.exact_changes],
         "only_base": result.only_base,
@@ -500,6 +529,14 @@ def markdown(result: Comparison) -> str:
         f"({how}; a regression is slower by more than {result.threshold:.0%} with "
         f"p < {result.alpha:g}); {len(result.improvements)} improvement(s).",
     ]
+    mean, low, high, covered = result.geometric_mean
+    if covered:
+        interval = f" [95% CI {low:.3f}, {high:.3f}]" if covered > 1 else ""
+        lines += [
+            "",
+            f"Suite: geometric mean of NEW / BASE over {covered} trusted cases: "
+            f"**{mean:.3f}**{interval}.",
+        ]
     if np.isfinite(result.drift):
         lines += [
             "",
