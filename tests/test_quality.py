@@ -211,3 +211,26 @@ def test_gpu_watch_reads_throttling_and_neighbours_from_nvml(monkeypatch, reason
 
 def test_every_flag_has_a_hint():
     assert set(quality.FLAG_HINTS) == set(quality.FLAGS)
+
+
+class _BuildsOnFirstUse(torch.nn.Module):
+    """Like the fused CPU kernels: the first call compiles in a subprocess that keeps a CPU busy."""
+
+    def __init__(self):
+        super().__init__()
+        self.built = False
+
+    def forward(self, x):
+        if not self.built:
+            code = "import time\nend = time.time() + 0.5\nwhile time.time() < end: pass"
+            subprocess.run([sys.executable, "-c", code], check=True)
+            self.built = True
+        return x * 2
+
+
+@linux_only
+def test_a_build_on_first_use_is_not_read_as_a_neighbour():
+    budget = TimingBudget(warmup_s=0.01, min_time_s=0.2, max_time_s=0.3, rounds=1)
+    measured = measure_case(_BuildsOnFirstUse(), torch.randn(2, 8, 4, 4), mode="infer",
+                            budget=budget, paired_reference=False)  # fmt: skip
+    assert "contended" not in measured.flags, measured.cpu_load
