@@ -8,10 +8,9 @@ from pathlib import Path
 
 import attention_variants as av
 
-from .sweep.cases import expand
 from .sweep.plugins import load_plugin
 from .sweep.presets import PRESETS
-from .sweep.shards import Shard, select
+from .sweep.shards import Shard
 from .sweep.spec import SpecError, build_spec
 
 
@@ -132,9 +131,7 @@ def _executor_block(args: argparse.Namespace) -> dict | None:
     given = {k: v for k, v in given.items() if v not in (None, [])}
     if not given:
         return None
-    if "shards" in given:
-        given["shards"], given["kind"] = given["shards"], given.pop("executor", "local")
-    elif "executor" in given:
+    if "executor" in given:  # without it, ExecutorOptions' own default (local)
         given["kind"] = given.pop("executor")
     extra = given.pop("slurm_additional", [])
     if extra:
@@ -181,7 +178,7 @@ def _resume_conflicts(args: argparse.Namespace) -> list[str]:
 
 
 def command_run(args: argparse.Namespace, default_preset: str | None = None) -> int:
-    from .sweep.runner import ResumeError, run_sweep
+    from .sweep.runner import ResumeError, cases_of, run_sweep
 
     try:
         if args.resume:
@@ -204,21 +201,18 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
             spec, notes = build_spec(preset, args.spec, _overrides(args))
             for note in notes:
                 print(f"note: {note}")
-            cases = expand(spec)
-            if args.shard and args.dry_run:
-                cases = select(cases, _shard(args), spec.timing)
+            shard = _shard(args) if args.shard else None
+            cases = cases_of(spec, shard)
             if args.dry_run:
                 for case in cases:
                     print(case.label)
                 print(f"{len(cases)} cases")
                 return 0
-            if args.shard and spec.executor is not None:
+            if shard is not None and spec.executor is not None:
                 raise SpecError(["--shard K/N runs one shard here: it goes without --shards"])
             if spec.executor is not None:
                 return _run_sharded(spec, args)
-            shard = _shard(args) if args.shard else None
             if shard is not None:
-                cases = select(cases, shard, spec.timing)
                 print(f"shard {shard.label}: ", end="")
             print(f"{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
             summary = run_sweep(spec, args.out, shard=shard, quiet=args.quiet)

@@ -120,12 +120,13 @@ def run_sharded(
     elif options.kind == "local":
         # each shard its own GPU, as many at once as the node has
         gpus = max(1, torch.cuda.device_count())
-        for i, shard in enumerate(todo):
-            executor.update_parameters(visible_gpus=[i % gpus], gpus_per_node=1)
-            jobs[shard] = executor.submit(run_shard, spec, str(directory[shard]), shard.label)
-            if (i + 1) % gpus == 0 or i + 1 == len(todo):
-                for waiting in todo[i + 1 - ((i % gpus) + 1) : i + 1]:
-                    outcomes[waiting] = _outcome(waiting, jobs[waiting])
+        for start in range(0, len(todo), gpus):
+            batch = todo[start : start + gpus]
+            for gpu, shard in enumerate(batch):
+                executor.update_parameters(visible_gpus=[gpu], gpus_per_node=1)
+                jobs[shard] = executor.submit(run_shard, spec, str(directory[shard]), shard.label)
+            for shard in batch:
+                outcomes[shard] = _outcome(shard, jobs[shard])
     elif todo:
         jobs = dict(zip(todo, executor.map_array(run_shard, *args), strict=True))
     merge_command = (

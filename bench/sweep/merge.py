@@ -56,7 +56,9 @@ def machine_label(env: dict[str, Any]) -> str:
 
 
 @dataclass
-class Shard:
+class ShardRun:
+    """A shard's run directory, loaded."""
+
     path: Path
     spec: dict[str, Any]
     env: dict[str, Any]
@@ -90,7 +92,7 @@ class MergeSummary:
         return f"merged {len(self.shards)} shard(s), {self.cases} cases, {state}: {self.out}"
 
 
-def _load(path: Path) -> Shard:
+def _load(path: Path) -> ShardRun:
     run_dir = RunDirectory(path)
     try:
         spec = yaml.safe_load((path / "spec.yaml").read_text())
@@ -98,10 +100,10 @@ def _load(path: Path) -> Shard:
         results = read_results(path)
     except (OSError, json.JSONDecodeError, RunDirectoryError) as error:
         raise MergeError(f"{path}: not a complete run directory ({error})") from error
-    return Shard(path, spec, env, info, results)
+    return ShardRun(path, spec, env, info, results)
 
 
-def _differences(name: str, shards: list[Shard], facts) -> list[str]:
+def _differences(name: str, shards: list[ShardRun], facts) -> list[str]:
     first = facts(shards[0])
     lines = []
     for shard in shards[1:]:
@@ -161,7 +163,7 @@ def merge(paths: list[str | Path], out: str | Path, *, allow_mixed: bool = False
     return MergeSummary(out, len(merged), [s.name for s in shards], missing, mixed)
 
 
-def _write(out: Path, shards: list[Shard], merged: pd.DataFrame, missing, mixed) -> None:
+def _write(out: Path, shards: list[ShardRun], merged: pd.DataFrame, missing, mixed) -> None:
     kept = set(merged["case_id"])
     samples = [
         pd.read_csv(s.path / "samples.csv") for s in shards if (s.path / "samples.csv").exists()

@@ -205,10 +205,11 @@ class RunDirectory:
         with self.results_csv.open(newline="") as handle:
             return {row["case_id"] for row in csv.DictReader(handle)}
 
-    def write_parquet(self) -> Path | None:
+    def write_parquet(self, frame: pd.DataFrame | None = None) -> Path | None:
+        """results.parquet from `frame` (the rows as read already), or from results.csv."""
         if not self.results_csv.exists():
             return None
-        frame = read_results(self.path)
+        frame = read_results(self.path) if frame is None else frame
         target = self.path / "results.parquet"
         tmp = target.with_name(".results.parquet.tmp")
         frame.to_parquet(tmp, index=False)

@@ -318,7 +318,7 @@ def run_sweep(
         bar.close()
         summary.elapsed_s = time.perf_counter() - started
         results = read_results(run_dir.path) if run_dir.results_csv.exists() else None
-        run_dir.write_parquet()
+        run_dir.write_parquet(results)
         run_dir.update_env(load_average_end=load_average())
         run_dir.update_run_info(
             status="interrupted" if summary.interrupted else "complete",
