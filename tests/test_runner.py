@@ -115,7 +115,7 @@ def test_unsupported_dtype_is_a_skipped_row(tmp_path):
 
 def test_resume_after_an_interrupt_adds_no_duplicate_rows(tmp_path, monkeypatch):
     spec = tiny_spec()
-    original = runner.CaseRunner.run
+    original = runner.CaseRunner.start
     calls = {"n": 0}
 
     def interrupting(self, case):
@@ -124,12 +124,12 @@ def test_resume_after_an_interrupt_adds_no_duplicate_rows(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return original(self, case)
 
-    monkeypatch.setattr(runner.CaseRunner, "run", interrupting)
+    monkeypatch.setattr(runner.CaseRunner, "start", interrupting)
     first = run_sweep(spec, tmp_path / "run", quiet=True)
     assert first.interrupted and first.exit_code == 130
     assert len(read_results(tmp_path / "run")) == 3  # what was measured is on disk
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(runner.CaseRunner, "run", original)
+    monkeypatch.setattr(runner.CaseRunner, "start", original)
     second = run_sweep(None, resume=tmp_path / "run", quiet=True)
     rows = read_results(tmp_path / "run")
     assert second.skipped_as_recorded == 3
@@ -272,3 +272,28 @@ def test_profiled_run_opens_in_tensorboards_pytorch_profiler_plugin(tmp_path):
     finally:
         tensorboard.terminate()
         tensorboard.wait(timeout=30)
+
+
+def test_a_sweep_times_round_by_round_so_a_cases_rounds_lie_a_pass_apart(tmp_path, monkeypatch):
+    spec, _ = build_spec(None, overrides={
+        "variants": "eca,se", "channels": "32", "resolutions": "4", "modes": "infer",
+        "references": False,
+        "timing": {"warmup_s": 0, "min_time_s": 0, "max_time_s": 1.0, "min_samples": 3,
+                   "target_ci": 1.0, "rounds": 3},
+    })  # fmt: skip
+    order = []
+    original = runner.time_round
+
+    def logging_round(mode, module, x, settings, **kwargs):
+        order.append(type(module).__name__)
+        return original(mode, module, x, settings, **kwargs)
+
+    monkeypatch.setattr(runner, "time_round", logging_round)
+    summary = run_sweep(spec, tmp_path / "run", quiet=True)
+    assert summary.exit_code == 0
+    first, second = order[0], order[1]
+    assert first != second and order == [first, second] * 3  # not first, first, first, ...
+    samples = read_samples(tmp_path / "run")
+    assert sorted(samples.groupby("case_id")["round"].nunique()) == [3, 3]
+    rows = read_results(tmp_path / "run")
+    assert list(rows.variant) == ["eca", "se"] and set(rows.rounds) == {3}

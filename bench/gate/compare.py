@@ -366,7 +366,21 @@ def compare(
         raise CompareInputError(
             f"threshold={threshold} and alpha={alpha}: allowed: threshold > 0, 0 < alpha < 1"
         )
-    base, new = load_side(base_path), load_side(new_path)
+    return compare_sides(
+        load_side(base_path), load_side(new_path), threshold=threshold, alpha=alpha,
+        reference=reference,
+    )  # fmt: skip
+
+
+def compare_sides(
+    base: Side,
+    new: Side,
+    *,
+    threshold: float = 0.10,
+    alpha: float = 0.01,
+    reference: str | None = "copy",
+) -> Comparison:
+    """`compare` on sides already loaded."""
     base_keys, new_keys = base.keys, new.keys
     common = [k for k in base_keys if k in set(new_keys)]
     if not common:

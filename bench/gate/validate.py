@@ -1,128 +1,209 @@
-"""Does `bench compare` hold on this machine? Repeats, N times (20 by default):
+"""Does `bench compare` hold on this machine, over the whole quick preset?
 
-- two runs of the same code, compared: a flagged regression is a false alarm (goal: at most 1);
-- a run against a copy slowed by a known 20%, compared: a miss is a flagged regression absent
-  (goal: flagged in at least N - 1).
+    python -m bench.gate.validate run DIR [--runs 21]   # the runs (about 2 min each)
+    python -m bench.gate.validate score DIR             # the compares and the table
 
-    python -m bench.gate.validate [--repeats 20] [--slowdown 0.2] [--out DIR]
+`run` sweeps the quick preset `--runs` times, each run a fresh process with the gate's own
+budget (the preset's, as CI runs it), one after the other, with the slowed copies of
+`bench.gate.slowed` beside the real variants (eca, se and cbam in inference, 15% slower).
+`score` then compares each run with the next (run i as BASE, run i+1 as NEW), twice:
 
-The slowed copy is a test-only wrapper that spins after each call for `slowdown` of that call's
-own duration, so the slowdown is known whatever the machine does.
+- same code: the quick preset's own cases; every regression flagged is a false alarm
+  (goal: a flag in at most 1 of 20 compares);
+- slowed: the same pair, with NEW's eca, se and cbam inference cases replaced by their
+  slowed copies; the goal is that at least 90% of the slowed cases are flagged, and that the
+  cases not slowed are flagged no more often than in the same-code compares.
+
+Rates are per case (how often each gated case is flagged), not per compare. Runs are shared
+between compares, so 21 runs give 20 of each; nothing else may run on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import tempfile
+import json
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from torch import Tensor, nn
+import pandas as pd
 
-import attention_variants as av
+from ..sweep.cases import CASE_FIELDS
+from .compare import Run, Side, compare_sides, load_side
+from .slowed import FRACTION, SLOWED, SUFFIX
 
-from ..sweep.runner import run_sweep
-from ..sweep.spec import build_spec
-from .compare import compare
-
-SWEEP = {
-    "variants": "eca,se",
-    "channels": "64,256",
-    "resolutions": "28,56",
-    "batch_sizes": "8",
-    "modes": "infer",
-    "timing": {"warmup_s": 0.02, "min_time_s": 0.1, "max_time_s": 0.3, "min_samples": 10},
-}
+THRESHOLD = 0.10
+ALPHA = 0.05
 
 
-class SlowedBy(nn.Module):
-    """Runs `inner`, then spins for `fraction` of the time that call took."""
-
-    def __init__(self, inner: nn.Module, fraction: float):
-        super().__init__()
-        self.inner = inner
-        self.fraction = fraction
-
-    def forward(self, x: Tensor) -> Tensor:
-        start = time.perf_counter()
-        y = self.inner(x)
-        until = start + (1 + self.fraction) * (time.perf_counter() - start)
-        while time.perf_counter() < until:
-            pass
-        return y
+def sweep_command(out: Path) -> list[str]:
+    """One validation run: the quick preset as the gate runs it, with the slowed copies."""
+    return [
+        sys.executable, "-m", "bench", "run", "--preset", "quick", "--plugin",
+        "bench.gate.slowed", "--quiet", "--out", str(out),
+    ]  # fmt: skip
 
 
-@contextlib.contextmanager
-def slowed(names: list[str], fraction: float):
-    """Re-register `names` as slowed copies of themselves; restore them afterwards."""
-    originals = {name: av.info(name) for name in names}
-    try:
-        for name, info in originals.items():
-
-            def factory(channels, _factory=info.factory, **options):
-                return SlowedBy(_factory(channels, **options), fraction)
-
-            av.register(name, replace=True, paper=info.paper)(factory)
-        yield
-    finally:
-        for name, info in originals.items():
-            av.register(
-                name,
-                replace=True,
-                paper=info.paper,
-                description=info.description,
-                devices=info.devices,
-                dtypes=info.dtypes,
-                backward=info.backward,
-            )(info.factory)
-
-
-def validate(repeats: int, slowdown: float, out: Path, threshold: float, alpha: float) -> dict:
-    spec, _ = build_spec(None, overrides=SWEEP)
-    false_alarms = misses = 0
-    for i in range(1, repeats + 1):
-        base = out / f"{i:02d}-base"
-        same = out / f"{i:02d}-same"
-        slow = out / f"{i:02d}-slowed"
-        run_sweep(spec, base, quiet=True)
-        run_sweep(spec, same, quiet=True)
-        with slowed(["eca", "se"], slowdown):
-            run_sweep(spec, slow, quiet=True)
-        same_result = compare(base, same, threshold=threshold, alpha=alpha)
-        slow_result = compare(base, slow, threshold=threshold, alpha=alpha)
-        false_alarms += bool(same_result.regressions)
-        flagged = len(slow_result.regressions)
-        misses += flagged == 0
-        ratios = sorted(c.ratio for c in slow_result.cases)
-        worst_same = max(c.ratio for c in same_result.cases)
+def run_all(directory: Path, runs: int) -> None:
+    """`runs` sweeps into DIRECTORY/run-01, ...; complete ones are kept (the command resumes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for index in range(1, runs + 1):
+        out = directory / f"run-{index:02d}"
+        info = out / "run.json"
+        if info.exists() and json.loads(info.read_text()).get("status") == "complete":
+            continue
+        if out.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+        began = time.perf_counter()
+        code = subprocess.run(sweep_command(out)).returncode
         print(
-            f"repeat {i:2d}: same code {len(same_result.regressions)} flagged (largest ratio "
-            f"{worst_same:.3f}); slowed {slowdown:.0%}: {flagged}/{len(slow_result.cases)} "
-            f"flagged (ratios {ratios[0]:.3f}-{ratios[-1]:.3f})",
+            f"run {index}/{runs}: exit {code} in {time.perf_counter() - began:.0f} s "
+            f"({(time.perf_counter() - started) / 60:.1f} min so far)",
             flush=True,
         )
-    print(
-        f"same code: no regression flagged in {repeats - false_alarms} of {repeats} "
-        f"(goal >= {repeats - 1}); slowed by {slowdown:.0%}: flagged in {repeats - misses} "
-        f"of {repeats} (goal >= {repeats - 1})"
+        if code not in (0, 1):
+            raise SystemExit(f"run {index} failed with exit code {code}")
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+
+
+def _slowed_name(label: str) -> str | None:
+    """'eca' for 'eca_slowed'; None for any other variant."""
+    base = label[: -len(SUFFIX)] if label.endswith(SUFFIX) else None
+    return base if base in SLOWED else None
+
+
+def _view(run: Run, *, slowed: bool) -> Run:
+    """The run as the real quick preset (no slowed copies), or with each slowed copy standing
+    in for its original (under the original's case id)."""
+    cases = run.cases
+    labels = cases["variant_label"].astype(str)
+    copies = cases[labels.map(lambda v: _slowed_name(v) is not None)]
+    kept = cases[labels.map(lambda v: _slowed_name(v) is None)]
+    samples, paired, rounds = dict(run.samples), dict(run.paired_references), dict(run.rounds)
+    if slowed:
+        fields = [f for f in CASE_FIELDS if f != "variant_label"]
+        originals = {
+            (row["variant_label"], *(str(row[f]) for f in fields)): key
+            for key, row in kept.iterrows()
+        }
+        renamed = {}
+        for key, row in copies.iterrows():
+            original = originals.get(
+                (_slowed_name(row["variant_label"]), *(str(row[f]) for f in fields))
+            )
+            if original is None:
+                continue
+            for table in (samples, paired, rounds):
+                if key in table:
+                    table[original] = table[key]
+            renamed[original] = row.copy()
+            renamed[original]["variant_label"] = kept.loc[original, "variant_label"]
+            renamed[original]["label"] = kept.loc[original, "label"]
+        kept = kept.copy()
+        for original, row in renamed.items():
+            kept.loc[original] = row
+    return Run(kept, samples, run.source, paired, rounds)
+
+
+@dataclass
+class Outcome:
+    compare: int
+    kind: str  # "same code" or "slowed"
+    key: str
+    label: str
+    slowed: bool  # the case's NEW side was slowed
+    verdict: str
+    ratio: float
+
+
+def score(directory: Path, threshold: float = THRESHOLD, alpha: float = ALPHA) -> pd.DataFrame:
+    runs = sorted(d for d in directory.glob("run-*") if (d / "results.csv").exists())
+    if len(runs) < 2:
+        raise SystemExit(f"{directory}: fewer than two runs to compare")
+    loaded = [load_side(d).runs[0] for d in runs]
+    outcomes = []
+    for index, (base, new) in enumerate(zip(loaded, loaded[1:], strict=False), start=1):
+        base_side = Side([_view(base, slowed=False)], base.source)
+        for kind, slowed in (("same code", False), ("slowed", True)):
+            new_side = Side([_view(new, slowed=slowed)], new.source)
+            result = compare_sides(base_side, new_side, threshold=threshold, alpha=alpha)
+            for case in result.cases:
+                was_slowed = (
+                    slowed
+                    and case.fields.get("variant_label") in SLOWED
+                    and case.fields.get("mode") == "infer"
+                )
+                outcomes.append(Outcome(index, kind, case.key, case.label, was_slowed,
+                                        case.verdict, case.ratio))  # fmt: skip
+        print(f"compare {index}/{len(loaded) - 1} scored", flush=True)
+    return pd.DataFrame([o.__dict__ for o in outcomes])
+
+
+def summary(outcomes: pd.DataFrame) -> str:
+    """The validation table (Markdown) from `score`'s outcomes."""
+    compares = outcomes["compare"].nunique()
+    same = outcomes[outcomes["kind"] == "same code"]
+    slowed_run = outcomes[outcomes["kind"] == "slowed"]
+    slowed = slowed_run[slowed_run["slowed"]]
+    others = slowed_run[~slowed_run["slowed"]]
+
+    def rate(frame: pd.DataFrame, verdict: str = "regression") -> str:
+        flagged = int((frame["verdict"] == verdict).sum())
+        return f"{flagged} / {len(frame)} ({flagged / max(len(frame), 1):.1%})"
+
+    def compares_with(frame: pd.DataFrame) -> int:
+        return int(frame[frame["verdict"] == "regression"]["compare"].nunique())
+
+    gated = same[same["verdict"].isin(["regression", "improvement", "unchanged"])]
+    rows = [
+        ("same code: compares with any regression flagged", f"{compares_with(same)} / {compares}"),
+        ("same code: gated cases flagged regression", rate(gated)),
+        ("same code: gated cases flagged improvement", rate(gated, "improvement")),
+        ("same code: cases inconclusive", rate(same, "inconclusive")),
+        ("same code: cases insufficient (too few rounds)", rate(same, "insufficient")),
+        (f"slowed {FRACTION:.0%}: slowed cases flagged regression", rate(slowed)),
+        ("slowed: cases not slowed flagged regression", rate(
+            others[others["verdict"].isin(["regression", "improvement", "unchanged"])])),
+        ("slowed: compares with a case not slowed flagged", f"{compares_with(others)} / {compares}"),
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["what", "measured"])
+    worst = (
+        slowed.groupby("label")["verdict"]
+        .apply(lambda v: (v == "regression").mean())
+        .sort_values()
+        .head(5)
     )
-    return {"false_alarms": false_alarms, "misses": misses, "repeats": repeats}
+    lines = [table.to_markdown(index=False), "", "Slowed cases flagged least often:", ""]
+    lines += [f"- {label}: {share:.0%}" for label, share in worst.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--slowdown", type=float, default=0.2)
-    parser.add_argument("--threshold", type=float, default=0.10)
-    parser.add_argument("--alpha", type=float, default=0.01)
-    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary dir)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="sweep the quick preset --runs times into DIR")
+    run.add_argument("directory", type=Path)
+    run.add_argument("--runs", type=int, default=21)
+    scored = commands.add_parser("score", help="compare each run with the next; print the table")
+    scored.add_argument("directory", type=Path)
+    scored.add_argument("--threshold", type=float, default=THRESHOLD)
+    scored.add_argument("--alpha", type=float, default=ALPHA)
     args = parser.parse_args(argv)
-    if args.out:
-        validate(args.repeats, args.slowdown, args.out, args.threshold, args.alpha)
+    if args.command == "run":
+        if args.runs < 2:
+            parser.error(f"--runs {args.runs}: allowed: 2 or more (a compare needs two runs)")
+        run_all(args.directory, args.runs)
         return
-    with tempfile.TemporaryDirectory(prefix="validate-gate-") as scratch:
-        validate(args.repeats, args.slowdown, Path(scratch), args.threshold, args.alpha)
+    outcomes = score(args.directory, args.threshold, args.alpha)
+    outcomes.to_csv(args.directory / "outcomes.csv", index=False)
+    report = summary(outcomes)
+    (args.directory / "validation.md").write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The one way a case is measured: timing paired with its reference, counts, memory, quality.
 
-The sweep runner, the pytest-benchmark suite and the fused benchmark all call `measure_case`,
-so every number the suite prints was measured the same way.
+The pytest-benchmark suite and the fused benchmark call `measure_case`; the sweep runner uses
+its pieces (`prepare_case`, `round_settings`, `time_round`, `finish_case`) to spread each case's
+rounds over the whole sweep. Every number the suite prints is measured the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ class TimingBudget(BaseModel):
         description="time each variant in alternation with a copy of its input; `bench "
         "compare` divides the pairs, which cancels the machine's drift",
     )
-    rounds: int = Field(3, ge=1, description="fresh copies of the input the budget is split over")
+    rounds: int = Field(
+        3,
+        ge=1,
+        description="rounds the budget is split over, each on a fresh copy of the input; a "
+        "sweep goes through all its cases once per round, so each case's rounds lie minutes "
+        "apart and `bench compare` can treat them as independent",
+    )
 
     @model_validator(mode="after")
     def _min_within_max(self) -> TimingBudget:
@@ -124,41 +131,145 @@ def compile_module(
     return compiled, stats
 
 
+def round_settings(budget: TimingBudget, index: int, used_s: float) -> dict[str, Any] | None:
+    """`measure`'s settings for round `index` of a case that has used `used_s` of its cap, or
+    None when no round may start: the cap covers all rounds, so a slow case ends with fewer
+    rounds (and is flagged few_samples) rather than overrunning its budget."""
+    left = budget.max_time_s - used_s
+    if index >= budget.rounds or (index > 0 and left <= 0):
+        return None
+    share = max(left, 0.0) / (budget.rounds - index)
+    return {
+        "warmup_s": budget.warmup_s,
+        "min_time_s": min(budget.min_time_s / budget.rounds, share),
+        "max_time_s": share,
+        "target_ci": budget.target_ci,
+        "min_samples": max(3, -(-budget.min_samples // budget.rounds)),
+    }
+
+
+@dataclass
+class TimedRound:
+    """One round of a case: its samples, what other processes did meanwhile, how long it took."""
+
+    timing: Measurement
+    cpu_load: CpuLoad | None
+    wall_s: float
+    gpu_flags: list[str] = field(default_factory=list)
+
+
+def time_round(
+    mode: str,
+    module: nn.Module | Callable,
+    x: torch.Tensor,
+    settings: dict[str, Any],
+    *,
+    threads: int | None = None,
+    reference: nn.Module | None = None,
+) -> TimedRound:
+    """One round on a fresh copy of `x`, each sample of `module` followed by one of `reference`
+    on the same copy, with its own calibration, inside a CPU-load window."""
+    # where a tensor lands in memory moves cache-sized cases by several percent: each round
+    # times a fresh copy, and the rounds together average that out
+    x_round = x.clone()
+    paired = None if reference is None else mode_fn(mode, reference, x_round)
+    gpu = GpuWatch(x.device) if x.device.type == "cuda" else None
+    used_threads = threads if threads is not None else torch.get_num_threads()
+    started = time.perf_counter()
+    with CpuLoadWindow(used_threads) as window:
+        timing = measure(
+            mode_fn(mode, module, x_round), reference=paired, device=str(x.device),
+            threads=threads, **settings,
+        )  # fmt: skip
+    return TimedRound(
+        timing, window.load, time.perf_counter() - started, [] if gpu is None else gpu.check()
+    )
+
+
 def time_rounds(
     mode: str,
     module: nn.Module | Callable,
     x: torch.Tensor,
     *,
     budget: TimingBudget,
-    device: str,
     threads: int | None = None,
     reference: nn.Module | None = None,
-) -> Measurement:
-    """Up to `budget.rounds` rounds, each on a fresh copy of `x`, each sample of `module`
-    followed by one of `reference` on the same copy; every round keeps its own calibration.
+) -> list[TimedRound]:
+    """Up to `budget.rounds` rounds back to back (see `round_settings` and `time_round`)."""
+    rounds: list[TimedRound] = []
+    while settings := round_settings(budget, len(rounds), sum(r.wall_s for r in rounds)):
+        rounds.append(time_round(mode, module, x, settings, threads=threads, reference=reference))
+    return rounds
 
-    The case's time cap is `budget.max_time_s` over all rounds: each round may use its share
-    of what is left, and no round starts once the cap is reached, so a slow case ends with
-    fewer rounds (and is flagged few_samples) rather than overrunning its budget.
-    """
-    rounds: list[Measurement] = []
-    started = time.perf_counter()
-    for index in range(budget.rounds):
-        left = budget.max_time_s - (time.perf_counter() - started)
-        if rounds and left <= 0:
-            break
-        share = max(left, 0.0) / (budget.rounds - index)
-        # where a tensor lands in memory moves cache-sized cases by several percent: each
-        # round times a fresh copy, and the rounds together average that out
-        x_round = x.clone()
-        paired = None if reference is None else mode_fn(mode, reference, x_round)
-        rounds.append(measure(
-            mode_fn(mode, module, x_round), reference=paired, device=device, threads=threads,
-            warmup_s=budget.warmup_s, min_time_s=min(budget.min_time_s / budget.rounds, share),
-            max_time_s=share, target_ci=budget.target_ci,
-            min_samples=max(3, -(-budget.min_samples // budget.rounds)),
-        ))  # fmt: skip
-    return combine(rounds)
+
+@dataclass
+class PreparedCase:
+    """A case ready to be timed: the module to time (compiled if asked), its copy reference,
+    and what is measured once rather than per round (counts, memory, parameters)."""
+
+    timed: nn.Module
+    reference: nn.Module | None
+    counts: Counts
+    peak_memory_bytes: int
+    params: int
+    compile_stats: CompileStats | None = None
+
+
+def prepare_case(
+    module: nn.Module,
+    x: torch.Tensor,
+    *,
+    mode: str,
+    threads: int | None = None,
+    compile: bool = False,
+    paired: bool = True,
+    counts_cache: dict[Any, Counts] | None = None,
+    counts_key: Any = None,
+) -> PreparedCase:
+    """Compile if asked, make the first call, and count and weigh the eager module."""
+    params = sum(p.numel() for p in module.parameters())
+    compile_stats = None
+    timed: nn.Module = module
+    if compile:
+        timed, compile_stats = compile_module(module, mode, x)
+    train = mode == "train"
+    module.train(train)  # counts and memory of the eager module, in the timed mode
+    if counts_cache is not None and counts_key in counts_cache:
+        counts = counts_cache[counts_key]
+    else:
+        counts = count(module, x, backward=train)
+        if counts_cache is not None:
+            counts_cache[counts_key] = counts
+    peak = peak_memory(module, x, backward=train)
+    first_call(mode, timed, x, threads)
+    reference = REFERENCES["copy"](x.shape[1]) if paired else None
+    return PreparedCase(timed, reference, counts, peak, params, compile_stats)
+
+
+def first_call(mode: str, module: nn.Module | Callable, x: torch.Tensor, threads: int | None):
+    """First use (a kernel built by compiler subprocesses, lazy initialisation) before any
+    load window opens: its work is ours, but /proc/stat would count it as a neighbour's."""
+    with thread_count(threads):
+        mode_fn(mode, module, x)()
+
+
+def finish_case(prepared: PreparedCase, rounds: list[TimedRound]) -> CaseMeasurement:
+    """The case's measurement from its rounds, with the flags of all of them."""
+    timing = combine([r.timing for r in rounds])
+    flags = sample_flags(timing)
+    for r in rounds:
+        flags += [f for f in load_flags(r.cpu_load) + r.gpu_flags if f not in flags]
+    loads = [r.cpu_load for r in rounds if r.cpu_load is not None]
+    worst = max(loads, key=lambda load: load.other_share or 0.0, default=None)
+    return CaseMeasurement(
+        timing=timing,
+        counts=prepared.counts,
+        peak_memory_bytes=prepared.peak_memory_bytes,
+        params=prepared.params,
+        flags=flags,
+        cpu_load=worst,
+        compile_stats=prepared.compile_stats,
+    )
 
 
 def measure_case(
@@ -175,48 +286,21 @@ def measure_case(
 ) -> CaseMeasurement:
     """Time, count and weigh `module` on `x` in `mode` ("infer" or "train").
 
-    Timing follows `budget` (rounds on fresh copies of `x`, each sample paired with a copy of
-    the same tensor unless `paired_reference` is False), on the module compiled when `compile`
-    (an eager fallback raises `CompileFallbackError`). Counts and peak memory are those of the
-    eager module; `counts_cache[counts_key]` reuses counts across cases of the same shape.
-    The quality flags say what could make the timing wrong (see `bench.measurement.quality`).
+    Timing follows `budget` (rounds back to back on fresh copies of `x`, each sample paired
+    with a copy of the same tensor unless `paired_reference` is False), on the module compiled
+    when `compile` (an eager fallback raises `CompileFallbackError`). Counts and peak memory
+    are those of the eager module; `counts_cache[counts_key]` reuses counts across cases of the
+    same shape. The quality flags say what could make the timing wrong (see
+    `bench.measurement.quality`). A sweep spreads the rounds over the whole sweep instead, with
+    the same pieces (`prepare_case`, `round_settings`, `time_round`, `finish_case`).
     """
     budget = budget or TimingBudget()
-    device = str(x.device)
     paired = budget.paired_reference if paired_reference is None else paired_reference
-    params = sum(p.numel() for p in module.parameters())
-    compile_stats = None
-    timed: nn.Module = module
-    if compile:
-        timed, compile_stats = compile_module(module, mode, x)
-    reference = REFERENCES["copy"](x.shape[1]) if paired else None
-    with thread_count(threads):
-        # first use (a kernel built by compiler subprocesses, lazy initialisation) before the
-        # load window opens: its work is ours, but /proc/stat would count it as a neighbour's
-        mode_fn(mode, timed, x)()
-    gpu = GpuWatch(x.device) if x.device.type == "cuda" else None
-    used_threads = threads if threads is not None else torch.get_num_threads()
-    with CpuLoadWindow(used_threads) as window:
-        timing = time_rounds(
-            mode, timed, x, budget=budget, device=device, threads=threads, reference=reference
-        )
-    flags = sample_flags(timing) + load_flags(window.load)
-    if gpu is not None:
-        flags += gpu.check()
-    train = mode == "train"
-    module.train(train)  # counts and memory of the eager module, in the timed mode
-    if counts_cache is not None and counts_key in counts_cache:
-        counts = counts_cache[counts_key]
-    else:
-        counts = count(module, x, backward=train)
-        if counts_cache is not None:
-            counts_cache[counts_key] = counts
-    return CaseMeasurement(
-        timing=timing,
-        counts=counts,
-        peak_memory_bytes=peak_memory(module, x, backward=train),
-        params=params,
-        flags=flags,
-        cpu_load=window.load,
-        compile_stats=compile_stats,
+    prepared = prepare_case(
+        module, x, mode=mode, threads=threads, compile=compile, paired=paired,
+        counts_cache=counts_cache, counts_key=counts_key,
+    )  # fmt: skip
+    rounds = time_rounds(
+        mode, prepared.timed, x, budget=budget, threads=threads, reference=prepared.reference
     )
+    return finish_case(prepared, rounds)

@@ -20,6 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_time_s": 0.3,
             "target_ci": 0.01,
             "min_samples": 5,
+            # five passes over the sweep: what `bench compare` needs to gate a case
+            "rounds": 5,
         },
     },
     "default": {

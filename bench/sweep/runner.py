@@ -1,8 +1,12 @@
-"""Runs the cases of a sweep, one fresh seeded module each, and records a row per case at once.
+"""Runs the cases of a sweep, one fresh seeded module each, and records a row per case.
 
-A case that fails is a row with status `oom` or `error` and the sweep goes on; Ctrl-C leaves every
-recorded row on disk, and ``--resume RUN_DIR`` runs only the cases not yet recorded (a case
-whose process died is recorded as `crashed` first, so a resume goes past it).
+The sweep is gone through once per timing round: each case's rounds lie a whole pass apart, so
+a disturbance of the machine that passes touches one round of a case, not all of them. A case's
+row (and its samples) is written when its last round is timed. A case that fails is a row with
+status `oom` or `error` and the sweep goes on; Ctrl-C writes the rows of cases timed so far (with
+the rounds they have), and ``--resume RUN_DIR`` runs only the cases not yet recorded (a case
+whose process died is recorded as `crashed` first, so a resume goes past it; cases between
+their rounds when it died are timed again from the start).
 """
 
 from __future__ import annotations
@@ -23,7 +27,16 @@ from tqdm import tqdm
 import attention_variants as av
 from attention_variants.checks import ChannelsUnsupported
 
-from ..measurement.case import CaseMeasurement, measure_case
+from ..measurement.case import (
+    CaseMeasurement,
+    PreparedCase,
+    TimedRound,
+    finish_case,
+    first_call,
+    prepare_case,
+    round_settings,
+    time_round,
+)
 from ..measurement.ceilings import measure_ceilings
 from ..measurement.counting import Counts
 from ..measurement.environment import capture, case_seed, load_average, seed_everything
@@ -128,8 +141,20 @@ def _base_row(case: Case, run_id: str, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@dataclass
+class PendingCase:
+    """A case between its first and its last round: what it will write when done."""
+
+    case: Case
+    row: dict[str, Any]
+    prepared: PreparedCase
+    seed: int
+    rounds: list[TimedRound] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
 class CaseRunner:
-    """Measures cases for one sweep; counts are computed once per shape and device."""
+    """Measures cases for one sweep, a round at a time; counts are computed once per shape."""
 
     def __init__(self, spec: SweepSpec, run_dir: RunDirectory, run_id: str):
         self.spec = spec
@@ -137,49 +162,96 @@ class CaseRunner:
         self.run_id = run_id
         self._counts: dict[tuple, Counts] = {}
 
-    def run(self, case: Case) -> tuple[dict[str, Any], CaseMeasurement | None]:
+    def start(self, case: Case) -> tuple[dict[str, Any] | None, PendingCase | None]:
+        """The case's first round: (a finished row, None) when it is skipped, fails, or has no
+        round left after this one; else (None, the case to go on with)."""
         seed = case_seed(self.spec.seed, *case.key)
         row = _base_row(case, self.run_id, seed)
-        started = time.perf_counter()
-        measurement = None
         reason = unsupported_reason(case)
         if reason:
-            row.update(status="skipped", error=reason)
-        else:
-            try:
-                measurement = self._measure(case, seed, row)
-                row["status"] = "ok"
-            except ChannelsUnsupported as error:  # e.g. groups that do not divide the channels
-                row.update(status="skipped", error=str(error))
-            except Exception as error:  # a failing case is recorded; the sweep goes on
-                if _out_of_memory(error):
-                    row.update(status="oom", error=_one_line(error))
-                else:
-                    row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
-                    row["error"] += " | " + _one_line(traceback.format_exc(limit=-1))
-            finally:
-                if torch.device(case.device).type == "cuda":
-                    torch.cuda.empty_cache()
-        row["wall_time_s"] = time.perf_counter() - started
-        return row, measurement
+            row.update(status="skipped", error=reason, wall_time_s=0.0)
+            return row, None
+        pending = None
+        started = time.perf_counter()
+        try:
+            module, x = self._build(case, seed)
+            prepared = prepare_case(
+                module, x, mode=case.mode, threads=self.spec.threads, compile=case.compile,
+                paired=self.spec.timing.paired_reference and case.role == "variant",
+                counts_cache=self._counts, counts_key=case.shape_key,
+            )  # fmt: skip
+            pending = PendingCase(case, row, prepared, seed)
+            self._time(pending, module, x, 0)
+            if self.spec.profile:
+                profile_case(
+                    mode_fn(case.mode, prepared.timed, x),
+                    self.run_dir.traces / trace_name(case.label),
+                    device=case.device,
+                )
+        except Exception as error:  # a failing case is recorded; the sweep goes on
+            _record_failure(row, error)
+            row["wall_time_s"] = time.perf_counter() - started
+            return row, None
+        finally:
+            _release(case)
+        return None, pending
 
-    def _measure(self, case: Case, seed: int, row: dict[str, Any]) -> CaseMeasurement:
-        seed_everything(seed)
-        module, x = build_case(case)
-        measured = measure_case(
-            module, x, mode=case.mode, budget=self.spec.timing, threads=self.spec.threads,
-            compile=case.compile, paired_reference=self.spec.timing.paired_reference
-            and case.role == "variant", counts_cache=self._counts, counts_key=case.shape_key,
+    def done(self, pending: PendingCase) -> bool:
+        """No round is left in the case's budget (all taken, or its time cap used)."""
+        return round_settings(self.spec.timing, len(pending.rounds), pending.wall_s) is None
+
+    def next_round(self, pending: PendingCase, index: int) -> dict[str, Any] | None:
+        """Round `index` of a started case, on a freshly built module; a failure ends the case
+        as an error row, returned."""
+        started = time.perf_counter()
+        try:
+            module, x = self._build(pending.case, pending.seed)
+            timed = pending.prepared.timed
+            if not pending.case.compile:  # a compiled module is kept: compiling again costs
+                timed = module
+                first_call(pending.case.mode, module, x, self.spec.threads)
+            self._time(pending, timed, x, index)
+        except Exception as error:
+            _record_failure(pending.row, error)
+            pending.row["wall_time_s"] = pending.wall_s + time.perf_counter() - started
+            return pending.row
+        finally:
+            _release(pending.case)
+        return None
+
+    def finish(self, pending: PendingCase) -> tuple[dict[str, Any], CaseMeasurement]:
+        measured = finish_case(pending.prepared, pending.rounds)
+        pending.row.update(measured.row_fields(pending.case.batch))
+        pending.row.update(status="ok", wall_time_s=pending.wall_s)
+        return pending.row, measured
+
+    def _build(self, case: Case, seed: int) -> tuple[nn.Module, torch.Tensor]:
+        seed_everything(seed)  # every round builds the same weights and input
+        return build_case(case)
+
+    def _time(self, pending: PendingCase, module: nn.Module, x: torch.Tensor, index: int) -> None:
+        settings = round_settings(self.spec.timing, index, pending.wall_s)
+        timed = time_round(
+            pending.case.mode, module, x, settings, threads=self.spec.threads,
+            reference=pending.prepared.reference,
         )  # fmt: skip
-        row.update(measured.row_fields(case.batch))
-        if self.spec.profile:
-            timed = torch.compile(module) if case.compile else module
-            profile_case(
-                mode_fn(case.mode, timed, x),
-                self.run_dir.traces / trace_name(case.label),
-                device=case.device,
-            )
-        return measured
+        pending.rounds.append(timed)
+        pending.wall_s += timed.wall_s
+
+
+def _record_failure(row: dict[str, Any], error: Exception) -> None:
+    if isinstance(error, ChannelsUnsupported):  # e.g. groups that do not divide the channels
+        row.update(status="skipped", error=str(error))
+    elif _out_of_memory(error):
+        row.update(status="oom", error=_one_line(error))
+    else:
+        row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
+        row["error"] += " | " + _one_line(traceback.format_exc(limit=-1))
+
+
+def _release(case: Case) -> None:
+    if torch.device(case.device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _out_of_memory(error: Exception) -> bool:
@@ -294,26 +366,65 @@ def run_sweep(
     summary = RunSummary(run_dir.path, skipped_as_recorded=len(cases) - len(todo))
     if crashed is not None:
         summary.statuses["crashed"] += 1
-    bar = tqdm(todo, disable=quiet, unit="case", dynamic_ncols=True, desc="sweep")
+    rounds = spec.timing.rounds
+    bar = tqdm(
+        total=len(todo) * rounds, disable=quiet, unit="case", dynamic_ncols=True, desc="sweep"
+    )
+    pending: dict[str, PendingCase] = {}
+
+    def record(row: dict[str, Any], measured: CaseMeasurement | None) -> None:
+        if measured is not None:
+            # samples first: a row on disk always has its samples
+            run_dir.append_samples(run_id, row["case_id"], measured.timing)
+        run_dir.append_row(row)
+        summary.statuses[row["status"]] += 1
+        summary.count_flags(row.get("quality"))
+        if row["status"] in ("error", "oom") and not quiet:
+            tqdm.write(f"{row['status']}: {row['variant_label']}: {row['error'][:200]}")
+
+    def progress(case: Case, index: int) -> None:
+        flagged = f"{summary.flagged_rows} flagged; " if summary.flagged_rows else ""
+        where = f"round {index + 1}/{rounds}: " if rounds > 1 else ""
+        bar.set_postfix_str(flagged + where + case.label, refresh=True)
+        run_dir.mark_in_progress(case.case_id, case.label)
+
     try:
         _record_ceilings(spec, run_dir, quiet)
-        for case in bar:
-            flagged = f"{summary.flagged_rows} flagged; " if summary.flagged_rows else ""
-            bar.set_postfix_str(flagged + case.label, refresh=True)
-            run_dir.mark_in_progress(case.case_id, case.label)
-            row, measured = runner.run(case)
-            if measured is not None:
-                # samples first: a row on disk always has its samples
-                run_dir.append_samples(run_id, case.case_id, measured.timing)
-            run_dir.append_row(row)
+        # round by round through the whole sweep: a case's rounds lie minutes apart, so a
+        # passing disturbance touches one of them, and `bench compare` sees it as spread
+        for case in todo:
+            progress(case, 0)
+            row, started_case = runner.start(case)
             run_dir.clear_in_progress()
-            summary.statuses[row["status"]] += 1
-            summary.count_flags(row.get("quality"))
-            if row["status"] in ("error", "oom") and not quiet:
-                tqdm.write(f"{row['status']}: {case.label}: {row['error'][:200]}")
+            if row is not None:
+                bar.update(rounds)
+                record(row, None)
+            elif runner.done(started_case):
+                bar.update(rounds)
+                record(*runner.finish(started_case))  # on disk at once: nothing left to time
+            else:
+                bar.update(1)
+                pending[case.case_id] = started_case
+        for index in range(1, rounds):
+            for case_id, case_state in list(pending.items()):
+                progress(case_state.case, index)
+                failed = runner.next_round(case_state, index)
+                run_dir.clear_in_progress()
+                bar.update(1)
+                if failed is not None:
+                    del pending[case_id]
+                    record(failed, None)
+                elif runner.done(case_state):
+                    del pending[case_id]
+                    record(*runner.finish(case_state))
+        for case_id in list(pending):  # in the sweep's order
+            record(*runner.finish(pending.pop(case_id)))
     except KeyboardInterrupt:
         summary.interrupted = True
         run_dir.clear_in_progress()  # stopped by the user, not a crash: the case runs on resume
+        for case_state in pending.values():  # what was timed is kept, with fewer rounds
+            if case_state.rounds:
+                record(*runner.finish(case_state))
     finally:
         bar.close()
         summary.elapsed_s = time.perf_counter() - started

@@ -1,0 +1,57 @@
+"""Slowed copies of some variants, for `bench.gate.validate`: a known regression to detect.
+
+Importing this module (``bench run --plugin bench.gate.slowed``) registers `<name>_slowed` for
+each name in `SLOWED`: the same block, which after each forward call spins for `FRACTION` of
+the time that call took, so it is slower by exactly that fraction whatever the machine does.
+Only inference is slowed that way (a backward pass is not), so the copies offer no backward.
+"""
+
+from __future__ import annotations
+
+import time
+
+from torch import Tensor, nn
+
+import attention_variants as av
+
+SLOWED = ("eca", "se", "cbam")
+FRACTION = 0.15  # the threshold (10%) plus a margin
+SUFFIX = "_slowed"
+
+
+class SlowedBy(nn.Module):
+    """Runs `inner`, then spins for `fraction` of the time that call took."""
+
+    def __init__(self, inner: nn.Module, fraction: float):
+        super().__init__()
+        self.inner = inner
+        self.fraction = fraction
+
+    def forward(self, x: Tensor) -> Tensor:
+        start = time.perf_counter()
+        y = self.inner(x)
+        until = start + (1 + self.fraction) * (time.perf_counter() - start)
+        while time.perf_counter() < until:
+            pass
+        return y
+
+
+def _register(name: str) -> None:
+    info = av.info(name)
+
+    def factory(channels: int) -> nn.Module:
+        return SlowedBy(info.factory(channels), FRACTION)
+
+    av.register(
+        name + SUFFIX,
+        replace=True,
+        paper=info.paper,
+        description=f"{name}, {FRACTION:.0%} slower (gate validation)",
+        devices=info.devices,
+        dtypes=info.dtypes,
+        backward=False,
+    )(factory)
+
+
+for _name in SLOWED:
+    _register(_name)
