@@ -360,7 +360,7 @@ def command_ab(args: argparse.Namespace, sweep_args: list[str]) -> int:
         args.base,
         args.new,
         sweep_args,
-        rounds=args.rounds,
+        runs=args.runs,
         out=args.out,
         threshold=args.threshold,
         alpha=args.alpha,
@@ -412,8 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ab.add_argument("--base", required=True, help="git revision (or . for the working tree)")
     ab.add_argument("--new", default=".", help="git revision (default: the working tree)")
-    ab.add_argument("--rounds", type=int, default=3, help="interleaved rounds per revision")
-    ab.add_argument("--out", metavar="DIR", help="where the rounds go (default: results/ab-<time>)")
+    ab.add_argument(
+        "--runs",
+        type=int,
+        default=2,
+        help="sweeps per revision, in turns (default 2: one process's rounds do not see how "
+        "much processes differ; --rounds N is passed on to bench run)",
+    )
+    ab.add_argument("--out", metavar="DIR", help="where the runs go (default: results/ab-<time>)")
     _add_gate_arguments(ab)
     ab.set_defaults(handler=None)
     return parser
@@ -424,8 +430,8 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alpha",
         type=float,
-        default=0.01,
-        help="significance level of the Mann-Whitney U test (default 0.01)",
+        default=0.05,
+        help="false discovery rate over the suite's cases (Benjamini-Hochberg; default 0.05)",
     )
 
 

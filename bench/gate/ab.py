@@ -1,7 +1,10 @@
-"""Same-job A/B: sweep two git revisions in interleaved rounds on one machine, then compare.
+"""Same-job A/B: sweep two git revisions in turns on one machine, then compare.
 
 Baselines saved on another machine (or an hour ago on this one) differ by more than the changes
 worth catching; two revisions measured in turns, minutes apart on the same machine, do not.
+Each sweep times its cases in rounds spread over the sweep (`bench run --rounds`), and each
+revision is swept `runs` times (2), in turns (base, new, new, base, ...), whose rounds all count
+as evidence: one process's rounds do not see how much two processes of the same code differ.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ def run_ab(
     new: str,
     sweep_args: list[str],
     *,
-    rounds: int = 3,
+    runs: int = 2,
     out: str | None = None,
     threshold: str = "10%",
-    alpha: float = 0.01,
+    alpha: float = 0.05,
 ) -> int:
     """Run `bench run SWEEP_ARGS` for BASE and NEW, alternating, then `bench compare`."""
     out_dir = Path(
@@ -47,17 +50,20 @@ def run_ab(
     if any(flag in sweep_args for flag in ("--out", "--resume")):
         print("error: bench ab chooses the run directories; drop --out/--resume", file=sys.stderr)
         return 2
+    if runs < 1:
+        print(f"error: --runs {runs}: allowed: 1 or more", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
         trees = {}
         try:
             for side, revision in (("base", base), ("new", new)):
                 trees[side] = _checkout(revision, Path(scratch) / side)
-            for round_index in range(rounds):
+            for run_index in range(runs):
                 # alternate who goes first, so a steady drift favours neither
-                order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
+                order = ("base", "new") if run_index % 2 == 0 else ("new", "base")
                 for side in order:
-                    target = out_dir / side / f"round-{round_index + 1}"
-                    print(f"round {round_index + 1}/{rounds}: {side} ({trees[side]})", flush=True)
+                    target = out_dir / side / f"run-{run_index + 1}"
+                    print(f"run {run_index + 1}/{runs}: {side} ({trees[side]})", flush=True)
                     command = [
                         sys.executable,
                         "-m",

@@ -3,19 +3,36 @@
 BASE and NEW are run directories (or directories of run directories, as `bench ab` writes), or
 pytest-benchmark JSON files saved with ``--benchmark-save-data``. Cases are matched by key.
 
-Per case: the ratio of medians NEW / BASE with a bootstrap 95% confidence interval over the raw
-samples, and a two-sided Mann-Whitney U test (as asv does). A regression is a slowdown beyond the
-threshold AND significant at `alpha`; an improvement likewise. Time on a shared machine drifts by
-tens of percent within an hour, so by default every sample is divided by the copy of the same
-tensor timed right after it (or, without paired samples, by the run's copy reference): what is
-compared is "times the memory floor", which drift moves far less. A copy of a tensor that sits
-in cache is itself noisy, so a normalised verdict must also hold in raw time to count.
-``--reference NAME`` divides by another reference's median instead, ``--absolute`` compares raw
-seconds only; a side that cannot be divided as asked is bad input, never mixed with raw times.
-FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is reported.
+The model. A sweep times every case in rounds, one pass over the whole sweep per round, so a
+case's rounds lie minutes apart and each saw its own state of the machine. The round, not the
+sample, is the unit of evidence: samples inside a round share that state and are not
+independent. Per case and side, each round (of each run) gives the log of its median time and
+the log of its reference's median in the same round: by default the copy of the same tensor
+timed right after each sample, or ``--reference NAME``'s median in that round. (pytest-benchmark
+JSON without the suite's rounds counts each of its samples as a round.)
 
-A case whose `quality` is flagged on either side (contended, unstable, few samples, ...) gets no
-pass and no regression: its verdict is `inconclusive`, with the flags as the reason.
+The log ratio NEW / BASE is estimated by a regression over the rounds of both sides: log time
+on a side indicator and the log reference. The paired copy's slope is fitted within the sides
+and held between 0 (raw time: the copy tells nothing about this case) and 1 (time divided by
+the copy: it moves exactly with the machine), so raw time adds evidence where a copy in cache is
+noise, and the copy takes out the machine's drift where it tracks it. A reference named with
+``--reference`` is divided out as asked (slope 1); ``--absolute`` compares raw time (slope 0).
+The estimate's t interval (degrees of freedom: rounds minus fitted terms) gives the 95%
+interval of the ratio and a two-sided p-value.
+
+The suite. Every gated case is a test, so the p-values are adjusted together (Benjamini-
+Hochberg): the expected share of false findings among flagged cases is at most `alpha` (0.05),
+and when nothing changed, the chance that any case is flagged is about `alpha`. A case is a
+regression when its adjusted p-value is below `alpha` AND its ratio exceeds 1 + threshold
+(10%): significant, and large enough to matter. An improvement likewise below 1 / (1 +
+threshold). The suite's one figure is the geometric mean of the trusted cases' ratios with a
+95% interval over cases. FLOPs, MACs, bytes, parameters and peak memory are exact, so any change
+in them is reported.
+
+A case needs two rounds on each side to be tested (`insufficient` otherwise). A case measured
+while the machine was disturbed (flagged contended, contention_unchecked, gpu_throttled or
+gpu_shared on either side) gets no pass and no regression: its verdict is `inconclusive`. The
+sample flags (few_samples, unstable) do not: the spread between rounds already weighs them.
 
 Exit codes: 0 no regression, 1 regression, 2 bad input, 3 inconclusive (no regression, but some
 gated case was flagged).
@@ -30,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
 
 from ..measurement.quality import is_ok
@@ -39,8 +56,10 @@ from ..sweep.results import RunDirectoryError, read_results, read_samples
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 GROUP_KEYS = (*SHAPE_FIELDS, *SETTING_FIELDS)  # a shape and setting: where references pair
-BOOTSTRAP_RESAMPLES = 2000
 TRUSTED = ("regression", "improvement", "unchanged")  # verdicts drawn from data that holds
+# the machine, not the samples, was off: no statistic can correct for these
+MACHINE_FLAGS = ("contended", "contention_unchecked", "gpu_throttled", "gpu_shared")
+MIN_ROUNDS = 2  # per side: a spread between rounds needs two of them
 
 
 class CompareInputError(ValueError):
@@ -56,18 +75,16 @@ class Run:
     source: str
     paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
     rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
-    _reference_medians: dict[str, dict[tuple, float]] = field(default_factory=dict, repr=False)
+    _reference_keys: dict[str, dict[tuple, str]] = field(default_factory=dict, repr=False)
 
-    def reference_medians(self, reference: str) -> dict[tuple, float]:
-        """Median time of `reference` per shape and setting, worked out once per run."""
-        if reference not in self._reference_medians:
+    def reference_key(self, reference: str, group: tuple) -> str | None:
+        """The key of `reference`'s case at a shape and setting, worked out once per run."""
+        if reference not in self._reference_keys:
             refs = self.cases[self.cases["variant_label"] == reference]
-            self._reference_medians[reference] = {
-                _group(row): float(np.median(self.samples[key]))
-                for key, row in refs.iterrows()
-                if len(self.samples.get(key, []))
+            self._reference_keys[reference] = {
+                _group(row): key for key, row in refs.iterrows() if len(self.samples.get(key, []))
             }
-        return self._reference_medians[reference]
+        return self._reference_keys[reference].get(group)
 
 
 @dataclass
@@ -89,13 +106,15 @@ class Side:
         raise KeyError(key)
 
     def flags(self, key: str) -> list[str]:
-        """The quality flags the case carries in any of the side's runs."""
+        """The machine's quality flags the case carries in any of the side's runs."""
         flags: dict[str, None] = {}
         for run in self.runs:
             if key in run.cases.index:
                 quality = run.cases.loc[key].get("quality", "ok")
                 if not is_ok(quality):
-                    flags.update(dict.fromkeys(str(quality).split(";")))
+                    flags.update(
+                        dict.fromkeys(f for f in str(quality).split(";") if f in MACHINE_FLAGS)
+                    )
         return list(flags)
 
 
@@ -171,6 +190,7 @@ def _run_from_json(path: Path) -> Run:
                 paired[key] = np.asarray(info["reference_samples_s"], dtype=float)
         elif "data" in stats:
             samples[key] = np.asarray(stats["data"], dtype=float)
+            rounds[key] = list(range(len(stats["data"])))  # pytest-benchmark's own rounds
         else:
             raise CompareInputError(
                 f"{path}: {bench.get('fullname')} has no raw samples; save the JSON with "
@@ -209,34 +229,66 @@ def load_side(path: str | Path) -> Side:
 # ---- statistics ------------------------------------------------------------------------------
 
 
-def case_samples(side: Side, key: str, reference: str | None) -> tuple[np.ndarray, bool]:
-    """The case's samples from every run of the side, in one unit: divided by `reference`
-    (the paired copy sample by sample where `reference` is copy and pairs exist, else the run's
-    median of that reference at the case's shape), or raw seconds when `reference` is None.
-    Returns (samples, normalised). A run that lacks the reference is bad input: normalised and
-    raw times are never mixed."""
-    parts = []
+def _round_medians(values: np.ndarray, rounds: list[int]) -> dict[int, float]:
+    frame = pd.DataFrame({"value": values, "round": rounds[: len(values)]})
+    return frame.groupby("round")["value"].median().to_dict()
+
+
+@dataclass
+class Rounds:
+    """A case's evidence on one side: per round of each run, the median time and the median of
+    its reference in that round (None: raw times)."""
+
+    times: np.ndarray
+    references: np.ndarray | None
+    samples: int
+
+    @property
+    def n(self) -> int:
+        return self.times.size
+
+
+def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
+    """The case's per-round medians from every run of the side, each with its reference's:
+    the paired copy where `reference` is copy and pairs exist, else the median of the
+    `reference` case at the case's shape in the same round (its whole run's median if it lacks
+    that round). A run that lacks the reference is bad input: normalised and raw times are
+    never mixed."""
+    times, references, samples = [], [], 0
     for run in side.runs:
         if key not in run.cases.index:
             continue
-        samples = run.samples.get(key, np.array([]))
+        values = run.samples.get(key, np.array([]))
+        rounds = run.rounds.get(key) or [0] * values.size
+        samples += values.size
+        by_round = _round_medians(values, rounds)
+        times += list(by_round.values())
         if reference is None:
-            parts.append(samples)
-        elif reference == "copy" and key in run.paired_references:
-            # each sample over the copy timed right after it: the same moment of the machine
-            parts.append(samples / run.paired_references[key])
-        else:
-            anchor = run.reference_medians(reference).get(_group(run.cases.loc[key]))
-            if anchor is None:
-                raise CompareInputError(
-                    f"{run.source}: {run.cases.loc[key]['label']} has nothing to divide by: no "
-                    f"`{reference}` reference at its shape and setting"
-                    + (" and no paired copy samples" if reference == "copy" else "")
-                    + "; both sides need it (rerun with references), or compare raw times "
-                    "with --absolute"
-                )
-            parts.append(samples / anchor)
-    return (np.concatenate(parts) if parts else np.array([])), reference is not None
+            continue
+        if reference == "copy" and key in run.paired_references:
+            paired = _round_medians(run.paired_references[key], rounds)
+            references += [paired[r] for r in by_round]
+            continue
+        anchor = run.reference_key(reference, _group(run.cases.loc[key]))
+        if anchor is None:
+            raise CompareInputError(
+                f"{run.source}: {run.cases.loc[key]['label']} has nothing to divide by: no "
+                f"`{reference}` reference at its shape and setting"
+                + (" and no paired copy samples" if reference == "copy" else "")
+                + "; both sides need it (rerun with references), or compare raw times "
+                "with --absolute"
+            )
+        anchor_values = run.samples[anchor]
+        anchor_rounds = _round_medians(
+            anchor_values, run.rounds.get(anchor) or [0] * anchor_values.size
+        )
+        whole = float(np.median(anchor_values))
+        references += [anchor_rounds.get(r, whole) for r in by_round]
+    return Rounds(
+        np.asarray(times, dtype=float),
+        None if reference is None else np.asarray(references, dtype=float),
+        samples,
+    )
 
 
 def rounds_of(side: Side, key: str) -> int:
@@ -244,21 +296,59 @@ def rounds_of(side: Side, key: str) -> int:
     return sum(len(set(run.rounds.get(key, [0]))) for run in side.runs if key in run.cases.index)
 
 
-def bootstrap_ratio_ci(
-    base: np.ndarray,
-    new: np.ndarray,
-    *,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of median(new) / median(base)."""
-    rng = np.random.default_rng(seed)
-    b = np.median(rng.choice(base, size=(resamples, base.size)), axis=1)
-    n = np.median(rng.choice(new, size=(resamples, new.size)), axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(n / b, [tail, 100 - tail])
-    return float(low), float(high)
+@dataclass
+class RoundTest:
+    """NEW / BASE of one case from its rounds (see the module docstring)."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    slope: float  # how far the reference was divided out: 0 raw time, 1 divided
+    df: int
+
+
+def ratio_from_rounds(
+    base: Rounds, new: Rounds, *, slope: float | None = None, confidence: float = 0.95
+) -> RoundTest | None:
+    """The ratio NEW / BASE with its interval and p-value, from a regression of log time over
+    the rounds of both sides on a side indicator and the log reference: with the reference's
+    `slope` given (1: divide by it), or fitted within the sides and held in [0, 1] when None.
+    None with fewer than `MIN_ROUNDS` rounds on a side."""
+    if base.n < MIN_ROUNDS or new.n < MIN_ROUNDS:
+        return None
+    if np.any(base.times <= 0) or np.any(new.times <= 0):
+        return None
+    side = np.r_[np.zeros(base.n, bool), np.ones(new.n, bool)]
+    y = np.log(np.r_[base.times, new.times])
+    fitted = 2  # the two sides' means
+    c = np.zeros_like(y)
+    if base.references is None or new.references is None:
+        slope = 0.0
+    else:
+        c = np.log(np.r_[base.references, new.references])
+        if slope is None:
+            dc = c - np.where(side, c[side].mean(), c[~side].mean())
+            dy = y - np.where(side, y[side].mean(), y[~side].mean())
+            scc = float(dc @ dc)
+            slope = 1.0 if scc <= 0 else float(np.clip((dc @ dy) / scc, 0.0, 1.0))
+            fitted += 0 < slope < 1  # a slope on the boundary was not fitted freely
+    z = y - slope * c
+    d = float(z[side].mean() - z[~side].mean())
+    df = y.size - fitted
+    if df < 1:
+        return None
+    residual = z - np.where(side, z[side].mean(), z[~side].mean())
+    variance = float(residual @ residual) / df
+    spread = 1 / base.n + 1 / new.n
+    if fitted == 3:  # the fitted slope's own uncertainty, carried into the difference
+        dc = c - np.where(side, c[side].mean(), c[~side].mean())
+        spread += (c[side].mean() - c[~side].mean()) ** 2 / float(dc @ dc)
+    se = float(np.sqrt(variance * spread))
+    p_value = float(2 * t_dist.sf(abs(d) / se, df)) if se > 0 else float(d == 0)
+    half = float(t_dist.ppf(0.5 + confidence / 2, df)) * se
+    return RoundTest(float(np.exp(d)), float(np.exp(d - half)), float(np.exp(d + half)),
+                     p_value, slope, int(df))  # fmt: skip
 
 
 @dataclass
@@ -270,35 +360,18 @@ class CaseComparison:
     ci_low: float = float("nan")
     ci_high: float = float("nan")
     p_value: float = float("nan")
-    base_median: float = float("nan")
+    base_median: float = float("nan")  # seconds per call, median over the rounds' medians
     new_median: float = float("nan")
-    normalised: bool = False
-    n_base: int = 0
+    n_base: int = 0  # samples
     n_new: int = 0
-    absolute_ratio: float = float("nan")  # new / base of raw times, when `ratio` is normalised
-    reason: str = ""  # why a verdict is inconclusive
+    absolute_ratio: float = float("nan")  # new / base of raw times, rounds' medians
+    reason: str = ""  # why a verdict is inconclusive or insufficient
     fields: dict[str, Any] = field(default_factory=dict)  # what identifies the case
     rounds_base: int = 0
     rounds_new: int = 0
-
-
-def compare_samples(
-    base: np.ndarray, new: np.ndarray, *, threshold: float, alpha: float
-) -> tuple[str, float, float, float, float]:
-    """(verdict, ratio, ci_low, ci_high, p) for two sample sets."""
-    if base.size < 3 or new.size < 3:
-        return "insufficient", float("nan"), float("nan"), float("nan"), float("nan")
-    ratio = float(np.median(new) / np.median(base))
-    low, high = bootstrap_ratio_ci(base, new)
-    p_value = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
-    significant = p_value < alpha
-    if significant and ratio > 1 + threshold:
-        verdict = "regression"
-    elif significant and ratio < 1 / (1 + threshold):
-        verdict = "improvement"
-    else:
-        verdict = "unchanged"
-    return verdict, ratio, low, high, p_value
+    q_value: float = float("nan")  # p adjusted over the suite (Benjamini-Hochberg)
+    slope: float = float("nan")
+    df: int = 0
 
 
 @dataclass
@@ -358,7 +431,7 @@ def compare(
     new_path: str | Path,
     *,
     threshold: float = 0.10,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
     reference: str | None = "copy",
 ) -> Comparison:
     """Compare two sides case by case (see the module docstring)."""
@@ -377,7 +450,7 @@ def compare_sides(
     new: Side,
     *,
     threshold: float = 0.10,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
     reference: str | None = "copy",
 ) -> Comparison:
     """`compare` on sides already loaded."""
@@ -395,39 +468,59 @@ def compare_sides(
         if row_base.get("role") == "reference":
             # references measure the machine, not the code: not gated, but they show its drift
             if row_base["variant_label"] == (reference or "copy"):
-                b, _ = case_samples(base, key, None)
-                n, _ = case_samples(new, key, None)
-                if b.size and n.size:
-                    drifts.append(np.median(n) / np.median(b))
+                b, n = case_rounds(base, key, None), case_rounds(new, key, None)
+                if b.n and n.n:
+                    drifts.append(np.median(n.times) / np.median(b.times))
             continue
-        b, b_norm = case_samples(base, key, reference)
-        n, n_norm = case_samples(new, key, reference)
-        verdict, ratio, low, high, p = compare_samples(b, n, threshold=threshold, alpha=alpha)
-        absolute_ratio = float("nan")
-        if b_norm and n_norm:
-            # the reference is noisy where the tensor sits in cache: a verdict must hold in raw
-            # time too, so neither the reference's noise nor the machine's drift alone can flag
-            raw_b, _ = case_samples(base, key, None)
-            raw_n, _ = case_samples(new, key, None)
-            raw_verdict, absolute_ratio, *_ = compare_samples(
-                raw_b, raw_n, threshold=threshold, alpha=alpha
-            )
-            if raw_verdict != verdict and verdict in ("regression", "improvement"):
-                verdict = "unchanged"
-        reason = _flag_reason(base.flags(key), new.flags(key))
-        if reason and verdict != "insufficient":
-            verdict = "inconclusive"  # flagged data can neither pass nor fail a case
-        result.cases.append(CaseComparison(
-            key, row_base["label"], verdict, ratio, low, high, p,
-            float(np.median(b)) if b.size else float("nan"),
-            float(np.median(n)) if n.size else float("nan"),
-            b_norm and n_norm, b.size, n.size, absolute_ratio, reason,
-            {f: _plain(row_base.get(f)) for f in ("variant_label", *GROUP_KEYS)},
-            rounds_of(base, key), rounds_of(new, key),
-        ))  # fmt: skip
+        result.cases.append(_compare_case(base, new, key, row_base, reference))
+    _decide(result.cases, threshold=threshold, alpha=alpha)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
+
+
+def _compare_case(
+    base: Side, new: Side, key: str, row: pd.Series, reference: str | None
+) -> CaseComparison:
+    """The case's test, before the suite's decision (verdict `unchanged` until `_decide`)."""
+    b, n = case_rounds(base, key, reference), case_rounds(new, key, reference)
+    case = CaseComparison(
+        key, row["label"], "unchanged",
+        base_median=float(np.median(b.times)) if b.n else float("nan"),
+        new_median=float(np.median(n.times)) if n.n else float("nan"),
+        n_base=b.samples, n_new=n.samples,
+        fields={f: _plain(row.get(f)) for f in ("variant_label", *GROUP_KEYS)},
+        rounds_base=b.n, rounds_new=n.n,
+    )  # fmt: skip
+    if b.n and n.n:
+        case.absolute_ratio = float(np.exp(np.log(n.times).mean() - np.log(b.times).mean()))
+    # the paired copy weighs in as far as it tracks the case; a reference named is divided out
+    tested = ratio_from_rounds(b, n, slope=None if reference == "copy" else 1.0)
+    if tested is None:
+        case.verdict = "insufficient"
+        case.reason = f"{b.n} / {n.n} rounds; a test needs {MIN_ROUNDS} on each side"
+        return case
+    case.ratio, case.ci_low, case.ci_high = tested.ratio, tested.ci_low, tested.ci_high
+    case.p_value, case.slope, case.df = tested.p_value, tested.slope, tested.df
+    reason = _flag_reason(base.flags(key), new.flags(key))
+    if reason:
+        case.verdict, case.reason = "inconclusive", reason  # a disturbed machine: no verdict
+    return case
+
+
+def _decide(cases: list[CaseComparison], *, threshold: float, alpha: float) -> None:
+    """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the gated
+    cases; a regression is significant after adjustment and slower than 1 + threshold."""
+    gated = [c for c in cases if c.verdict == "unchanged"]
+    if not gated:
+        return
+    adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
+    for case, q in zip(gated, adjusted, strict=True):
+        case.q_value = float(q)
+        if q < alpha and case.ratio > 1 + threshold:
+            case.verdict = "regression"
+        elif q < alpha and case.ratio < 1 / (1 + threshold):
+            case.verdict = "improvement"
 
 
 def _plain(value: Any) -> Any:
@@ -454,9 +547,10 @@ def to_json(result: Comparison) -> dict[str, Any]:
     cases = [
         {**c.fields, "label": c.label, "verdict": c.verdict, "ratio": number(c.ratio),
          "ci_low": number(c.ci_low), "ci_high": number(c.ci_high), "p_value": number(c.p_value),
-         "normalised": c.normalised, "raw_ratio": number(c.absolute_ratio),
-         "samples_base": c.n_base, "samples_new": c.n_new, "rounds_base": c.rounds_base,
-         "rounds_new": c.rounds_new, "reason": c.reason}
+         "p_adjusted": number(c.q_value), "reference_slope": number(c.slope), "df": c.df,
+         "raw_ratio": number(c.absolute_ratio), "samples_base": c.n_base,
+         "samples_new": c.n_new, "rounds_base": c.rounds_base, "rounds_new": c.rounds_new,
+         "reason": c.reason}
         for c in result.cases
     ]  # fmt: skip
     mean, low, high, covered = result.geometric_mean
@@ -507,28 +601,31 @@ def _exact_changes(result: Comparison, row_base: pd.Series, row_new: pd.Series) 
 def _case_table(cases: list[CaseComparison]) -> str:
     rows = [{
         "case": c.label,
-        "base": _format_time(c.base_median, c.normalised),
-        "new": _format_time(c.new_median, c.normalised),
+        "base": _format_time(c.base_median),
+        "new": _format_time(c.new_median),
         "new / base [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
-        "raw time new / base": "-" if not np.isfinite(c.absolute_ratio) else f"{c.absolute_ratio:.3f}",
-        "p (Mann-Whitney)": f"{c.p_value:.2g}",
-        "samples": f"{c.n_base} / {c.n_new}",
+        "raw time new / base": _format_ratio(c.absolute_ratio),
+        "reference slope": "-" if not np.isfinite(c.slope) else f"{c.slope:.2f}",
+        "p / adjusted": f"{c.p_value:.2g} / {c.q_value:.2g}",
+        "rounds": f"{c.rounds_base} / {c.rounds_new}",
     } for c in cases]  # fmt: skip
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
-def _format_time(value: float, normalised: bool) -> str:
-    if not np.isfinite(value):
-        return "-"
-    return f"{value:.3f}x copy" if normalised else f"{value * 1e6:.1f} us"
+def _format_time(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value * 1e6:.1f} us"
+
+
+def _format_ratio(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.3f}"
 
 
 def markdown(result: Comparison) -> str:
-    gated = [c for c in result.cases if c.verdict != "insufficient"]
+    gated = [c for c in result.cases if c.verdict in TRUSTED]
     how = (
-        f"each case divided by the `{result.reference}` reference measured beside it"
+        f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
         if result.reference
-        else "absolute times"
+        else "raw times"
     )
     if result.regressions:
         verdict = f"**{len(result.regressions)} regression(s)**"
@@ -539,9 +636,10 @@ def markdown(result: Comparison) -> str:
     lines = [
         "## Performance comparison",
         "",
-        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} cases "
-        f"({how}; a regression is slower by more than {result.threshold:.0%} with "
-        f"p < {result.alpha:g}); {len(result.improvements)} improvement(s).",
+        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} gated "
+        f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
+        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg); "
+        f"{len(result.improvements)} improvement(s).",
     ]
     mean, low, high, covered = result.geometric_mean
     if covered:
@@ -573,7 +671,7 @@ def markdown(result: Comparison) -> str:
             "`quality` column): rerun on a quiet machine.",
             "",
             pd.DataFrame(
-                [{"case": c.label, "why": c.reason, "new / base": f"{c.ratio:.3f}"}
+                [{"case": c.label, "why": c.reason, "new / base": _format_ratio(c.ratio)}
                  for c in result.inconclusive]
             ).to_markdown(index=False, disable_numparse=True),
         ]  # fmt: skip
@@ -590,10 +688,10 @@ def markdown(result: Comparison) -> str:
     ):
         if labels:
             lines += ["", f"### {title}", ""] + [f"- {label}" for label in labels]
-    insufficient = [c.label for c in result.cases if c.verdict == "insufficient"]
+    insufficient = [c for c in result.cases if c.verdict == "insufficient"]
     if insufficient:
-        lines += ["", "### Too few samples to test (fewer than 3 on a side)", ""]
-        lines += [f"- {label}" for label in insufficient]
+        lines += ["", f"### Too few rounds to test (fewer than {MIN_ROUNDS} on a side)", ""]
+        lines += [f"- {c.label} ({c.reason})" for c in insufficient]
     others = [c for c in result.cases if c.verdict == "unchanged"]
     if others:
         lines += [

@@ -14,9 +14,7 @@ from torch import Tensor, nn
 
 import attention_variants as av
 
-SLOWED = ("eca", "se", "cbam")
-FRACTION = 0.15  # the threshold (10%) plus a margin
-SUFFIX = "_slowed"
+from .validate import FRACTION, SLOWED, SUFFIX
 
 
 class SlowedBy(nn.Module):

@@ -92,8 +92,8 @@ class RunSummary:
         )
         if self.flagged_rows:
             line += (
-                f"\nwarning: {self.flagged_rows} case(s) flagged in the `quality` column; "
-                "`bench compare` calls them inconclusive:"
+                f"\nwarning: {self.flagged_rows} case(s) flagged in the `quality` column "
+                "(`bench compare` calls a case measured on a disturbed machine inconclusive):"
             )
             for flag in FLAGS:
                 if self.flags[flag]:
