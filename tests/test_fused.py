@@ -1,12 +1,17 @@
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
 import attention_variants as av
+import attention_variants.fused as fused_package
 from attention_variants.backbones import resnet18
 from attention_variants.fused import ops
+from attention_variants.fused.cpu import extension
+from bench.measurement import network_benchmark
 from bench.measurement.counting import count
 
 # awkward on purpose: H*W not a multiple of any block, C not a multiple of the channel block,
@@ -26,6 +31,9 @@ def kernels(request, monkeypatch):
 
         assert triton_kernels.INTERPRETED
         monkeypatch.setattr(ops, "backend", lambda device: triton_kernels)
+        # the blocks on CPU tensors go through the Python ops (as on CUDA), not the C++ blocks
+        python_ops = SimpleNamespace(eca_gate=ops.eca_gate, se_gate=ops.se_gate)
+        monkeypatch.setattr(fused_package, "extension", lambda: python_ops)
     return request.param
 
 
@@ -87,9 +95,51 @@ def test_custom_ops_pass_opcheck():
         (ops.channel_dot, (torch.randn(2, 24, 5, 3), x.detach())),
         (ops.gate_input_grad, (torch.randn(2, 24, 5, 3), torch.rand(2, 24), torch.randn(2, 24))),
     ]
+    cpu = extension()
+    checks += [
+        (cpu.eca_gate.default, (x, w)),
+        (cpu.eca_gate.default, (x.detach().contiguous(memory_format=torch.channels_last), w)),
+        (cpu.se_gate.default, (x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)),
+        (cpu.se_gate.default, (x, mlp.fc1.weight, None, mlp.fc2.weight, None)),
+    ]
     for op, args in checks:
         results = torch.library.opcheck(op, args)
         assert set(results.values()) == {"SUCCESS"}, (op, results)
+
+
+@pytest.mark.parametrize("name", ["eca", "se"])
+def test_the_cpu_blocks_and_their_autograd_are_registered_in_cpp(name):
+    extension()
+    registrations = torch._C._dispatch_dump(f"attention_variants_cpu::{name}_gate")
+    for key in ("CPU", "Autograd"):
+        (line,) = [r for r in registrations.splitlines() if r.split(":")[0].split("[")[0] == key]
+        assert "channel_gate_cpu.cpp" in line, line  # not a Python kernel
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+@pytest.mark.parametrize("name", ["eca_fused", "se_fused"])
+def test_no_python_runs_between_the_call_and_the_kernel(name, mode):
+    module = av.create(name, 32)
+    x = torch.randn(2, 32, 8, 8, requires_grad=mode == "train")
+    module(x)  # built and loaded
+    called = []
+
+    def record(frame, event, arg):
+        if event == "call":
+            called.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    sys.setprofile(record)
+    try:
+        if mode == "infer":
+            with torch.inference_mode():
+                module(x)
+        else:
+            module(x).sum().backward()
+    finally:
+        sys.setprofile(None)
+    ours = [c for c in called if "attention_variants" in c or "torch/_library" in c]
+    assert ours and all(c.endswith((":forward", ":extension")) for c in ours), ours
+    assert not [c for c in called if "torch/autograd/function.py" in c]
 
 
 @pytest.mark.parametrize("name", ["eca_fused", "se_fused"])
@@ -109,7 +159,7 @@ def test_counting_scores_the_fused_ops_like_their_eager_twins():
         eager = av.create(name, 64).eval()
         fused = av.create(f"{name}_fused", 64).eval()
         eager_counts, fused_counts = count(eager, x), count(fused, x)
-        assert f"attention_variants.{name}_gate" in fused_counts.by_op
+        assert f"attention_variants_cpu.{name}_gate" in fused_counts.by_op  # the C++ block
         assert not fused_counts.unscored_ops
         assert (fused_counts.flops, fused_counts.macs) == (eager_counts.flops, eager_counts.macs)
         # one read of x and one write of y (plus the tiny gate vectors): the fused ideal
@@ -166,3 +216,30 @@ def test_strided_inputs_are_handled(name):
     fused(view).sum().backward()
     eager(x_eager).sum().backward()
     torch.testing.assert_close(x_fused.grad[:, :, :, ::2], x_eager.grad, rtol=0, atol=1e-4)
+
+
+def test_network_comparison_times_the_networks_in_turns_as_ratios_to_plain(tmp_path, capsys):
+    code = network_benchmark.main([
+        "--depth", "18", "--resolution", "64", "--batch-sizes", "2,3", "--modes", "infer,train",
+        "--blocks", "eca", "--compile", "none", "--rounds", "2", "--budget-s", "0.02",
+        "--out", str(tmp_path), "--profile",
+    ])  # fmt: skip
+    assert code == 0
+    rows = pd.read_csv(tmp_path / "network.csv")
+    assert len(rows) == 2 * 2 * 3  # modes x batches x (plain, eca, eca_fused)
+    plain = rows[rows["kind"] == "plain"]
+    assert (plain["ratio_to_plain"] == 1.0).all()
+    assert set(rows["kind"]) == {"plain", "eager", "fused"} and (rows["rounds"] == 2).all()
+    assert (rows["ratio_to_plain"] > 0).all() and rows["ratio_ci_low"].notna().all()
+    text = (tmp_path / "network.md").read_text()
+    assert "| mode   |   batch |" in text or "| mode " in text
+    assert "eca_fused" in text and "attention_variants_cpu::eca_gate" in text  # the profile
+
+
+def test_fixed_cost_lists_every_way_to_call_a_block(capsys):
+    from bench.measurement import fused_benchmark
+
+    fused_benchmark.fixed_cost(repeats=1, number=10)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and lines[1].startswith("x.clone()")
+    assert all(float(line.split()[-2]) > 0 for line in lines[1:])

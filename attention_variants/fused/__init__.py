@@ -1,8 +1,10 @@
 """Fused ECA and SE gates: the same parameters, math and state_dict as `eca` and `se`.
 
 On CPUs a C++/OpenMP extension (compiled on first use) pools, gates and scales while the data is
-in cache; on CUDA, Triton kernels (triton is optional: without it these variants raise a clear
-error on CUDA and still run on CPUs). Both are reached through custom ops, so torch.compile can
+in cache; its ops `attention_variants_cpu.eca_gate` / `.se_gate` carry their autograd in C++, so
+no Python runs between the call and the kernel. On CUDA, Triton kernels behind the Python custom
+ops `attention_variants.eca_gate` / `.se_gate` (triton is optional: without it these variants
+raise a clear error on CUDA and still run on CPUs). All are custom ops, so torch.compile can
 trace them and the dispatcher sees them by name.
 """
 
@@ -11,6 +13,7 @@ from torch import Tensor
 from ..eca import ECA
 from ..registry import register
 from ..se import SqueezeExcite
+from .cpu import extension
 from .ops import backend, eca_gate, se_gate, triton_available
 
 FUSED_DEVICES = ("cpu", "cuda")
@@ -25,6 +28,8 @@ class ECAFused(ECA):
     """ECA with pool, 1-D conv, sigmoid and scale fused; a drop-in for `eca` (same state_dict)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            return extension().eca_gate(x, self.conv.weight)[0]
         return eca_gate(x, self.conv.weight)[0]
 
 
@@ -38,7 +43,8 @@ class SqueezeExciteFused(SqueezeExcite):
 
     def forward(self, x: Tensor) -> Tensor:
         mlp = self.mlp
-        return se_gate(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)[0]
+        gate = extension().se_gate if x.device.type == "cpu" else se_gate
+        return gate(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)[0]
 
 
 __all__ = ["ECAFused", "SqueezeExciteFused", "backend", "eca_gate", "se_gate", "triton_available"]

@@ -1,20 +1,29 @@
 """The CPU kernels: a C++/OpenMP library compiled on first use (then cached by torch).
 
-It registers its functions as torch ops, `torch.ops.attention_variants_cpu.*`.
+It registers its functions as torch ops, `torch.ops.attention_variants_cpu.*`: the whole blocks
+`eca_gate` and `se_gate` with their autograd (no Python between the dispatcher and the kernel,
+forward or backward), and the pieces they are made of.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
+import torch
+
 SOURCE = Path(__file__).parent / "csrc" / "channel_gate_cpu.cpp"
+_loaded = False  # a plain flag, not a cache: torch.compile reads it as a constant once loaded
 
 
-@functools.cache
 def extension():
-    """Build (first call only; torch caches the build) and load the CPU kernels."""
-    import torch
+    """The CPU kernels' op namespace; the first call builds (torch caches the build) and loads."""
+    if not _loaded:
+        _load()
+    return torch.ops.attention_variants_cpu
+
+
+def _load() -> None:
+    global _loaded
     from torch.utils import cpp_extension
 
     try:
@@ -27,7 +36,7 @@ def extension():
             verbose=False,
         )
         _register_fakes()
-        return torch.ops.attention_variants_cpu
+        _loaded = True
     except Exception as error:  # no compiler, no ninja, a broken toolchain
         raise RuntimeError(
             "the fused CPU kernels are compiled on first use and that failed: "
@@ -37,8 +46,19 @@ def extension():
 
 
 def _register_fakes() -> None:
-    """Shapes of the one-call backward ops, so torch.compile can trace the fused backward."""
-    import torch
+    """Shapes of the ops, so torch.compile can trace the blocks, forward and backward."""
+
+    def gates(x):
+        stats = x.new_empty(x.shape[:2], dtype=torch.float32)
+        return torch.empty_like(x), stats, torch.empty_like(stats)
+
+    @torch.library.register_fake("attention_variants_cpu::eca_gate")
+    def _(x, weight):
+        return gates(x)
+
+    @torch.library.register_fake("attention_variants_cpu::se_gate")
+    def _(x, w1, b1, w2, b2):
+        return gates(x)
 
     @torch.library.register_fake("attention_variants_cpu::eca_backward")
     def _(dy, x, weight, pooled, gate, dgate_extra, dpooled_extra):

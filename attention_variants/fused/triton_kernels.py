@@ -41,6 +41,7 @@ SCALE_CONFIGS = _configs(
 )
 
 
+@triton.jit  # called from the kernels: compiled Triton accepts only jitted helpers
 def _tile(b, c, hw, s_b, s_c, s_hw):
     return b * s_b + c[:, None] * s_c + hw[None, :] * s_hw
 

@@ -116,6 +116,8 @@ def compile_module(
     """
     from torch._dynamo.utils import counters
 
+    # lazy initialisation (a kernel library loaded on first use) runs eagerly, not traced
+    mode_fn(mode, module, x)()
     torch._dynamo.reset()
     counters.clear()
     compiled = torch.compile(module, backend=backend)
@@ -253,12 +255,18 @@ def first_call(mode: str, module: nn.Module | Callable, x: torch.Tensor, threads
         mode_fn(mode, module, x)()
 
 
-def finish_case(prepared: PreparedCase, rounds: list[TimedRound]) -> CaseMeasurement:
-    """The case's measurement from its rounds, with the flags of all of them."""
+def round_flags(rounds: list[TimedRound]) -> tuple[Measurement, list[str]]:
+    """The rounds' samples as one measurement, and the flags of all of them."""
     timing = combine([r.timing for r in rounds])
     flags = sample_flags(timing)
     for r in rounds:
         flags += [f for f in load_flags(r.cpu_load) + r.gpu_flags if f not in flags]
+    return timing, flags
+
+
+def finish_case(prepared: PreparedCase, rounds: list[TimedRound]) -> CaseMeasurement:
+    """The case's measurement from its rounds, with the flags of all of them."""
+    timing, flags = round_flags(rounds)
     loads = [r.cpu_load for r in rounds if r.cpu_load is not None]
     worst = max(loads, key=lambda load: load.other_share or 0.0, default=None)
     return CaseMeasurement(

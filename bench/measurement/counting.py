@@ -309,12 +309,13 @@ def _se_params(w1: torch.Tensor, b1: torch.Tensor | None) -> tuple:
     return (w1.shape[0], b1 is not None)
 
 
-_FORMULAS["attention_variants.eca_gate"] = lambda args, kwargs, out: _eager_twin(
-    "eca", tuple(args[0].shape), _eca_params(args[1]), False
-)
-_FORMULAS["attention_variants.se_gate"] = lambda args, kwargs, out: _eager_twin(
-    "se", tuple(args[0].shape), _se_params(args[1], args[2]), False
-)
+for _namespace in ("attention_variants", "attention_variants_cpu"):  # CUDA's ops, the CPU's
+    _FORMULAS[f"{_namespace}.eca_gate"] = lambda args, kwargs, out: _eager_twin(
+        "eca", tuple(args[0].shape), _eca_params(args[1]), False
+    )
+    _FORMULAS[f"{_namespace}.se_gate"] = lambda args, kwargs, out: _eager_twin(
+        "se", tuple(args[0].shape), _se_params(args[1], args[2]), False
+    )
 # the CPU library's backward is one op: dy, x, weight(s), ...
 _FORMULAS["attention_variants_cpu.eca_backward"] = lambda args, kwargs, out: _eager_twin(
     "eca", tuple(args[0].shape), _eca_params(args[2]), True

@@ -1,6 +1,7 @@
 """Fused against eager against a plain copy, measured side by side, per shape and layout.
 
     python -m bench.measurement.fused_benchmark [--device cpu|cuda] [--mode infer|train] [--compile]
+    python -m bench.measurement.fused_benchmark --fixed-cost
 
 Prints, for eca_fused and se_fused, each variant's median time as a multiple of `x.clone()` of
 the same tensor (the memory floor: one read and one write), and fused / eager. Every sample of a
@@ -84,6 +85,37 @@ def run(device: str, mode: str, shapes, rounds: int, budget_s: float, compile_ea
                 print(f"{line}  {';'.join(flags) or 'ok'}", flush=True)
 
 
+def fixed_cost(repeats: int = 7, number: int = 2000) -> None:
+    """What a call costs besides its memory traffic: on a tensor of 128 floats, the best of
+    `repeats` timings of `number` inference calls each, CPU only."""
+    import timeit
+
+    from attention_variants.fused import ops
+    from attention_variants.fused.cpu import extension
+
+    cpu = extension()
+    x = torch.randn(1, 32, 2, 2)
+    eca, se = av.create("eca_fused", 32).eval(), av.create("se_fused", 32).eval()
+    w, mlp = eca.conv.weight.detach(), se.mlp
+    se_args = (x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+    calls = {
+        "x.clone()": lambda: x.clone(),
+        "attention_variants_cpu.eca_gate (C++ op and autograd)": lambda: cpu.eca_gate(x, w),
+        "attention_variants.eca_gate (Python custom op)": lambda: ops.eca_gate(x, w),
+        "eca_fused module": lambda: eca(x),
+        "attention_variants_cpu.se_gate (C++ op and autograd)": lambda: cpu.se_gate(*se_args),
+        "attention_variants.se_gate (Python custom op)": lambda: ops.se_gate(*se_args),
+        "se_fused module": lambda: se(x),
+    }
+    print(f"fixed cost of a call on 1x32x2x2 (threads={torch.get_num_threads()}, best of "
+          f"{repeats} x {number} calls, torch.inference_mode)")  # fmt: skip
+    with torch.inference_mode():
+        for name, call in calls.items():
+            call()
+            best = min(timeit.repeat(call, number=number, repeat=repeats)) / number
+            print(f"{name:<55} {best * 1e6:6.2f} us")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -93,7 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also torch.compile of the eager module"
     )
+    parser.add_argument(
+        "--fixed-cost", action="store_true", help="only the cost of a call on a tiny tensor"
+    )
     args = parser.parse_args(argv)
+    if args.fixed_cost:
+        fixed_cost()
+        return
     shapes = GPU_SHAPES if args.device.startswith("cuda") else SHAPES
     run(args.device, args.mode, shapes, args.rounds, args.budget_s, args.compile)
 

@@ -3,11 +3,15 @@
 // Layouts: x is (B, C, H, W), either contiguous (a channel's H*W values are adjacent) or
 // channels_last (a pixel's C values are adjacent); H and W fold into one index of stride s_hw.
 // All arithmetic accumulates in float, whatever the storage dtype.
-// Registered as torch ops (torch.ops.attention_variants_cpu.*) with ATen headers only: no
-// pybind11 and no torch/extension.h, which keeps the first-use build to a few seconds.
+// Registered as torch ops (torch.ops.attention_variants_cpu.*) with ATen and autograd headers
+// only: no pybind11 and no torch/extension.h, which keeps the first-use build short.
+// `eca_gate` and `se_gate` are whole blocks: the CPU kernel and its autograd are registered
+// here, so a call goes from the dispatcher to the kernel with no Python in between.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -134,31 +138,58 @@ void eca_forward_impl(const T* x, T* y, const Layout& L, const float* w, int64_t
   });
 }
 
+// The MLP of one sample: gate[c] = sigmoid(W2 relu(W1 pooled + b1) + b2).
+void se_mlp(const float* pb, int64_t C, const float* w1, const float* b1, const float* w2,
+            const float* b2, int64_t hidden, float* h, float* gb) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    float acc = b1 ? b1[j] : 0.f;
+    const float* row = w1 + j * C;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < C; ++c) acc += row[c] * pb[c];
+    h[j] = std::max(acc, 0.f);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    float acc = b2 ? b2[c] : 0.f;
+    const float* row = w2 + c * hidden;
+    for (int64_t j = 0; j < hidden; ++j) acc += row[j] * h[j];
+    gb[c] = sigmoid(acc);
+  }
+}
+
 template <typename T>
 void se_forward_impl(const T* x, T* y, const Layout& L, const float* w1, const float* b1,
                      const float* w2, const float* b2, int64_t hidden, float* pooled,
                      float* gate) {
-  // the MLP mixes every channel, so a sample is pooled whole, gated, then scaled
-  at::parallel_for(0, L.B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> h(hidden);
-    for (int64_t b = begin; b < end; ++b) {
-      float* pb = pooled + b * L.C;
-      float* gb = gate + b * L.C;
-      pool_range(x, L, b, 0, L.C, pb);
-      for (int64_t j = 0; j < hidden; ++j) {
-        float acc = b1 ? b1[j] : 0.f;
-        const float* row = w1 + j * L.C;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < L.C; ++c) acc += row[c] * pb[c];
-        h[j] = std::max(acc, 0.f);
+  if (L.B >= at::get_num_threads()) {
+    // the MLP mixes every channel, so a sample is pooled whole, gated, then scaled while it
+    // is still in cache
+    at::parallel_for(0, L.B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> h(hidden);
+      for (int64_t b = begin; b < end; ++b) {
+        float* pb = pooled + b * L.C;
+        pool_range(x, L, b, 0, L.C, pb);
+        se_mlp(pb, L.C, w1, b1, w2, b2, hidden, h.data(), gate + b * L.C);
+        scale_range(x, y, L, b, 0, L.C, gate + b * L.C, nullptr);
       }
-      for (int64_t c = 0; c < L.C; ++c) {
-        float acc = b2 ? b2[c] : 0.f;
-        const float* row = w2 + c * hidden;
-        for (int64_t j = 0; j < hidden; ++j) acc += row[j] * h[j];
-        gb[c] = sigmoid(acc);
-      }
-      scale_range(x, y, L, b, 0, L.C, gb, nullptr);
+    });
+    return;
+  }
+  // fewer samples than threads: every thread pools and scales a share of each sample's
+  // channels, and the tiny MLPs run in between
+  const int64_t chunk = channel_chunk(L), chunks = (L.C + chunk - 1) / chunk;
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      pool_range(x, L, b, c0, std::min(L.C, c0 + chunk), pooled + b * L.C);
+    }
+  });
+  std::vector<float> h(hidden);
+  for (int64_t b = 0; b < L.B; ++b)
+    se_mlp(pooled + b * L.C, L.C, w1, b1, w2, b2, hidden, h.data(), gate + b * L.C);
+  at::parallel_for(0, L.B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      scale_range(x, y, L, b, c0, std::min(L.C, c0 + chunk), gate + b * L.C, nullptr);
     }
   });
 }
@@ -335,7 +366,123 @@ se_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w1,
           dw2.to(w2.scalar_type()), db2};
 }
 
+// ---- the whole blocks: layout, kernel and autograd ------------------------------------------
+
+namespace {
+
+// x as the kernels take it: contiguous or channels_last (anything else is made contiguous).
+at::Tensor standard_layout(const at::Tensor& x) {
+  if (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
+  return x.contiguous();
+}
+
+// t in x's memory layout: the kernels index both tensors with x's strides.
+at::Tensor like_x(const at::Tensor& t, const at::Tensor& x) {
+  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
+
+std::optional<at::Tensor> maybe(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+using Gates = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+Gates eca_gate_cpu(const at::Tensor& x, const at::Tensor& weight) {
+  return eca_forward(standard_layout(x), weight);
+}
+
+Gates se_gate_cpu(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+                  const at::Tensor& w2, const std::optional<at::Tensor>& b2) {
+  return se_forward(standard_layout(x), w1, b1, w2, b2);
+}
+
+// The ops are called through the dispatcher, below autograd: the counter and the tracer see
+// them by name (attention_variants_cpu.eca_gate, .eca_backward, ...).
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class EcaGate : public torch::autograd::Function<EcaGate> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    static auto gate_op = op<Gates(const at::Tensor&, const at::Tensor&)>("attention_variants_cpu::eca_gate");
+    const auto xs = standard_layout(x);
+    auto [y, pooled, gate] = gate_op.call(xs, weight);
+    ctx->save_for_backward({xs, weight, pooled, gate});
+    return {y, pooled, gate};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto backward_op =
+        op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                              const at::Tensor&, const at::Tensor&,
+                                              const std::optional<at::Tensor>&,
+                                              const std::optional<at::Tensor>&)>(
+            "attention_variants_cpu::eca_backward");
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto dy = grads[0].defined() ? like_x(grads[0], x) : at::zeros_like(x);
+    auto [dx, dweight] = backward_op.call(dy, x, saved[1], saved[2], saved[3], maybe(grads[2]),
+                                          maybe(grads[1]));
+    return {dx, dweight};
+  }
+};
+
+class SeGate : public torch::autograd::Function<SeGate> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1,
+                               const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                               const std::optional<at::Tensor>& b2) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    static auto gate_op = op<Gates(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                   const at::Tensor&, const std::optional<at::Tensor>&)>(
+        "attention_variants_cpu::se_gate");
+    const auto xs = standard_layout(x);
+    auto [y, pooled, gate] = gate_op.call(xs, w1, b1, w2, b2);
+    ctx->save_for_backward({xs, w1, b1.value_or(at::Tensor()), w2, b2.value_or(at::Tensor()), pooled, gate});
+    return {y, pooled, gate};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    using Grads = std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>, at::Tensor,
+                             std::optional<at::Tensor>>;
+    static auto backward_op =
+        op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                 const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&)>(
+            "attention_variants_cpu::se_backward");
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto dy = grads[0].defined() ? like_x(grads[0], x) : at::zeros_like(x);
+    auto [dx, dw1, db1, dw2, db2] =
+        backward_op.call(dy, x, saved[1], maybe(saved[2]), saved[3], maybe(saved[4]), saved[5],
+                         saved[6], maybe(grads[2]), maybe(grads[1]));
+    return {dx, dw1, db1.value_or(at::Tensor()), dw2, db2.value_or(at::Tensor())};
+  }
+};
+
+Gates as_gates(const variable_list& out) { return {out[0], out[1], out[2]}; }
+
+Gates eca_gate_autograd(const at::Tensor& x, const at::Tensor& weight) {
+  return as_gates(EcaGate::apply(x, weight));
+}
+
+Gates se_gate_autograd(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+                       const at::Tensor& w2, const std::optional<at::Tensor>& b2) {
+  return as_gates(SeGate::apply(x, w1, b1, w2, b2));
+}
+
+}  // namespace
+
 TORCH_LIBRARY(attention_variants_cpu, m) {
+  m.def("eca_gate(Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)");
+  m.def("se_gate(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> (Tensor, Tensor, Tensor)");
   m.def("eca_forward(Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)");
   m.def("se_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> (Tensor, Tensor, Tensor)");
   m.def("channel_dot(Tensor dy, Tensor x) -> Tensor");
@@ -347,12 +494,20 @@ TORCH_LIBRARY(attention_variants_cpu, m) {
         "-> (Tensor, Tensor, Tensor?, Tensor, Tensor?)");
 }
 
-// CPU kernels only: shapes for tracing come from fake implementations registered in Python
+// CPU kernels: shapes for tracing come from fake implementations registered in Python
 TORCH_LIBRARY_IMPL(attention_variants_cpu, CPU, m) {
+  m.impl("eca_gate", &eca_gate_cpu);
+  m.impl("se_gate", &se_gate_cpu);
   m.impl("eca_forward", &eca_forward);
   m.impl("se_forward", &se_forward);
   m.impl("channel_dot", &channel_dot);
   m.impl("gate_input_grad", &gate_input_grad);
   m.impl("eca_backward", &eca_backward);
   m.impl("se_backward", &se_backward);
+}
+
+// the blocks' autograd, in C++: the training step has no Python between the ops either
+TORCH_LIBRARY_IMPL(attention_variants_cpu, Autograd, m) {
+  m.impl("eca_gate", &eca_gate_autograd);
+  m.impl("se_gate", &se_gate_autograd);
 }
