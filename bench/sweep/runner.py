@@ -410,11 +410,12 @@ def run_sweep(
                 progress(case_state.case, index)
                 failed = runner.next_round(case_state, index)
                 run_dir.clear_in_progress()
-                bar.update(1)
+                finished = failed is not None or runner.done(case_state)
+                bar.update(rounds - index if finished else 1)  # rounds it will not take too
                 if failed is not None:
                     del pending[case_id]
                     record(failed, None)
-                elif runner.done(case_state):
+                elif finished:
                     del pending[case_id]
                     record(*runner.finish(case_state))
         for case_id in list(pending):  # in the sweep's order
