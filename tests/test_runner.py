@@ -297,3 +297,22 @@ def test_a_sweep_times_round_by_round_so_a_cases_rounds_lie_a_pass_apart(tmp_pat
     assert sorted(samples.groupby("case_id")["round"].nunique()) == [3, 3]
     rows = read_results(tmp_path / "run")
     assert list(rows.variant) == ["eca", "se"] and set(rows.rounds) == {3}
+
+
+def test_every_round_of_a_compiled_case_times_the_compiled_module(tmp_path, monkeypatch):
+    spec, _ = build_spec(None, overrides={
+        "variants": "eca", "channels": "16", "resolutions": "4", "modes": "infer",
+        "compile": "on", "references": False,
+        "timing": {"warmup_s": 0, "min_time_s": 0, "max_time_s": 1.0, "min_samples": 3,
+                   "target_ci": 1.0, "rounds": 2},
+    })  # fmt: skip
+    timed = []
+    original = runner.time_round
+
+    def recording_round(mode, module, x, settings, **kwargs):
+        timed.append(type(module).__name__)
+        return original(mode, module, x, settings, **kwargs)
+
+    monkeypatch.setattr(runner, "time_round", recording_round)
+    assert run_sweep(spec, tmp_path / "run", quiet=True).exit_code == 0
+    assert timed == ["OptimizedModule", "OptimizedModule"]

@@ -209,7 +209,7 @@ class PreparedCase:
     """A case ready to be timed: the module to time (compiled if asked), its copy reference,
     and what is measured once rather than per round (counts, memory, parameters)."""
 
-    timed: nn.Module
+    timed: nn.Module | None  # None once a sweep has let it go (it rebuilds for each round)
     reference: nn.Module | None
     counts: Counts
     peak_memory_bytes: int

@@ -163,8 +163,8 @@ class CaseRunner:
         self._counts: dict[tuple, Counts] = {}
 
     def start(self, case: Case) -> tuple[dict[str, Any] | None, PendingCase | None]:
-        """The case's first round: (a finished row, None) when it is skipped, fails, or has no
-        round left after this one; else (None, the case to go on with)."""
+        """The case's first round: (a finished row, None) when it is skipped or fails; else
+        (None, the case to go on with or finish)."""
         seed = case_seed(self.spec.seed, *case.key)
         row = _base_row(case, self.run_id, seed)
         reason = unsupported_reason(case)
@@ -181,13 +181,15 @@ class CaseRunner:
                 counts_cache=self._counts, counts_key=case.shape_key,
             )  # fmt: skip
             pending = PendingCase(case, row, prepared, seed)
-            self._time(pending, module, x, 0)
+            self._time(pending, prepared.timed, x, 0)
             if self.spec.profile:
                 profile_case(
                     mode_fn(case.mode, prepared.timed, x),
                     self.run_dir.traces / trace_name(case.label),
                     device=case.device,
                 )
+            if not case.compile:  # later rounds build their own; a network is not kept waiting
+                prepared.timed = None
         except Exception as error:  # a failing case is recorded; the sweep goes on
             _record_failure(row, error)
             row["wall_time_s"] = time.perf_counter() - started
@@ -206,8 +208,8 @@ class CaseRunner:
         started = time.perf_counter()
         try:
             module, x = self._build(pending.case, pending.seed)
-            timed = pending.prepared.timed
-            if not pending.case.compile:  # a compiled module is kept: compiling again costs
+            timed = pending.prepared.timed  # a compiled module is kept: compiling again costs
+            if timed is None:
                 timed = module
                 first_call(pending.case.mode, module, x, self.spec.threads)
             self._time(pending, timed, x, index)
