@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -62,7 +63,7 @@ def run_all(directory: Path, runs: int) -> None:
         if info.exists() and json.loads(info.read_text()).get("status") == "complete":
             continue
         if out.exists():
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+            shutil.rmtree(out)  # an unfinished run: swept again from the start
         began = time.perf_counter()
         code = subprocess.run(sweep_command(out)).returncode
         print(
