@@ -243,3 +243,13 @@ def test_fixed_cost_lists_every_way_to_call_a_block(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and lines[1].startswith("x.clone()")
     assert all(float(line.split()[-2]) > 0 for line in lines[1:])
+
+
+def test_each_source_of_the_cpu_kernels_has_a_build_of_its_own(tmp_path, monkeypatch):
+    from attention_variants.fused import cpu
+
+    first = cpu.build_name()
+    changed = tmp_path / "channel_gate_cpu.cpp"
+    changed.write_text(cpu.SOURCE.read_text() + "\n// another revision\n")
+    monkeypatch.setattr(cpu, "SOURCE", changed)
+    assert cpu.build_name() != first and cpu.build_name().isidentifier()

@@ -7,6 +7,7 @@ forward or backward), and the pieces they are made of.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -22,13 +23,20 @@ def extension():
     return torch.ops.attention_variants_cpu
 
 
+def build_name() -> str:
+    """The build's name, with the source's hash in it: two checkouts of different sources (as
+    `bench ab` sweeps in turns) keep a build each instead of rebuilding at every switch."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    return f"attention_variants_channel_gate_cpu_{digest}"
+
+
 def _load() -> None:
     global _loaded
     from torch.utils import cpp_extension
 
     try:
         cpp_extension.load(
-            name="attention_variants_channel_gate_cpu",
+            name=build_name(),
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
