@@ -274,37 +274,12 @@ def test_profiled_run_opens_in_tensorboards_pytorch_profiler_plugin(tmp_path):
         tensorboard.wait(timeout=30)
 
 
-def test_a_sweep_times_round_by_round_so_a_cases_rounds_lie_a_pass_apart(tmp_path, monkeypatch):
+def timed_modules(monkeypatch, tmp_path, rounds, **overrides):
+    """Runs a tiny sweep of `rounds` rounds; the type of the module each round timed, in order."""
     spec, _ = build_spec(None, overrides={
-        "variants": "eca,se", "channels": "32", "resolutions": "4", "modes": "infer",
-        "references": False,
+        "resolutions": "4", "modes": "infer", "references": False, **overrides,
         "timing": {"warmup_s": 0, "min_time_s": 0, "max_time_s": 1.0, "min_samples": 3,
-                   "target_ci": 1.0, "rounds": 3},
-    })  # fmt: skip
-    order = []
-    original = runner.time_round
-
-    def logging_round(mode, module, x, settings, **kwargs):
-        order.append(type(module).__name__)
-        return original(mode, module, x, settings, **kwargs)
-
-    monkeypatch.setattr(runner, "time_round", logging_round)
-    summary = run_sweep(spec, tmp_path / "run", quiet=True)
-    assert summary.exit_code == 0
-    first, second = order[0], order[1]
-    assert first != second and order == [first, second] * 3  # not first, first, first, ...
-    samples = read_samples(tmp_path / "run")
-    assert sorted(samples.groupby("case_id")["round"].nunique()) == [3, 3]
-    rows = read_results(tmp_path / "run")
-    assert list(rows.variant) == ["eca", "se"] and set(rows.rounds) == {3}
-
-
-def test_every_round_of_a_compiled_case_times_the_compiled_module(tmp_path, monkeypatch):
-    spec, _ = build_spec(None, overrides={
-        "variants": "eca", "channels": "16", "resolutions": "4", "modes": "infer",
-        "compile": "on", "references": False,
-        "timing": {"warmup_s": 0, "min_time_s": 0, "max_time_s": 1.0, "min_samples": 3,
-                   "target_ci": 1.0, "rounds": 2},
+                   "target_ci": 1.0, "rounds": rounds},
     })  # fmt: skip
     timed = []
     original = runner.time_round
@@ -315,4 +290,19 @@ def test_every_round_of_a_compiled_case_times_the_compiled_module(tmp_path, monk
 
     monkeypatch.setattr(runner, "time_round", recording_round)
     assert run_sweep(spec, tmp_path / "run", quiet=True).exit_code == 0
+    return timed
+
+
+def test_a_sweep_times_round_by_round_so_a_cases_rounds_lie_a_pass_apart(tmp_path, monkeypatch):
+    order = timed_modules(monkeypatch, tmp_path, 3, variants="eca,se", channels="32")
+    first, second = order[0], order[1]
+    assert first != second and order == [first, second] * 3  # not first, first, first, ...
+    samples = read_samples(tmp_path / "run")
+    assert sorted(samples.groupby("case_id")["round"].nunique()) == [3, 3]
+    rows = read_results(tmp_path / "run")
+    assert list(rows.variant) == ["eca", "se"] and set(rows.rounds) == {3}
+
+
+def test_every_round_of_a_compiled_case_times_the_compiled_module(tmp_path, monkeypatch):
+    timed = timed_modules(monkeypatch, tmp_path, 2, variants="eca", channels="16", compile="on")
     assert timed == ["OptimizedModule", "OptimizedModule"]
