@@ -51,6 +51,7 @@ from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
 
 from ..measurement.quality import is_ok
+from ..measurement.timing import geometric_mean_interval
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
 from ..sweep.results import RunDirectoryError, read_results, read_samples
 
@@ -291,11 +292,6 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
     )
 
 
-def rounds_of(side: Side, key: str) -> int:
-    """Independent stretches of time behind a case: each run's rounds (one if not recorded)."""
-    return sum(len(set(run.rounds.get(key, [0]))) for run in side.runs if key in run.cases.index)
-
-
 @dataclass
 class RoundTest:
     """NEW / BASE of one case from its rounds (see the module docstring)."""
@@ -327,8 +323,8 @@ def ratio_from_rounds(
         slope = 0.0
     else:
         c = np.log(np.r_[base.references, new.references])
+        dc = c - np.where(side, c[side].mean(), c[~side].mean())  # within the sides
         if slope is None:
-            dc = c - np.where(side, c[side].mean(), c[~side].mean())
             dy = y - np.where(side, y[side].mean(), y[~side].mean())
             scc = float(dc @ dc)
             slope = 1.0 if scc <= 0 else float(np.clip((dc @ dy) / scc, 0.0, 1.0))
@@ -342,7 +338,6 @@ def ratio_from_rounds(
     variance = float(residual @ residual) / df
     spread = 1 / base.n + 1 / new.n
     if fitted == 3:  # the fitted slope's own uncertainty, carried into the difference
-        dc = c - np.where(side, c[side].mean(), c[~side].mean())
         spread += (c[side].mean() - c[~side].mean()) ** 2 / float(dc @ dc)
     se = float(np.sqrt(variance * spread))
     p_value = float(2 * t_dist.sf(abs(d) / se, df)) if se > 0 else float(d == 0)
@@ -403,20 +398,11 @@ class Comparison:
     def geometric_mean(self) -> tuple[float, float, float, int]:
         """The suite in one figure: the geometric mean of the trusted cases' ratios, its 95%
         interval (a t-interval over the cases' log ratios) and how many cases it covers."""
-        logs = np.log([c.ratio for c in self.cases
-                       if c.verdict in TRUSTED and np.isfinite(c.ratio) and c.ratio > 0])  # fmt: skip
-        if logs.size == 0:
+        ratios = [c.ratio for c in self.cases
+                  if c.verdict in TRUSTED and np.isfinite(c.ratio) and c.ratio > 0]  # fmt: skip
+        if not ratios:
             return float("nan"), float("nan"), float("nan"), 0
-        mean = float(logs.mean())
-        if logs.size < 2:
-            return float(np.exp(mean)), float("nan"), float("nan"), 1
-        half = float(t_dist.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size))
-        return (
-            float(np.exp(mean)),
-            float(np.exp(mean - half)),
-            float(np.exp(mean + half)),
-            logs.size,
-        )
+        return (*geometric_mean_interval(ratios), len(ratios))
 
     @property
     def exit_code(self) -> int:

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import t as t_dist
 from torch import nn
 
 from attention_variants.backbones import resnet
 
 from .case import TimedRound, compile_module, first_call, round_flags, time_round
-from .timing import mode_fn
+from .timing import geometric_mean_interval, mode_fn
 
 
 @dataclass
@@ -61,16 +60,6 @@ def networks(depth: int, blocks: list[str], compiled: bool, mode: str, x: torch.
     return built
 
 
-def ratio_over_rounds(times: np.ndarray, plain: np.ndarray) -> tuple[float, float, float]:
-    """Geometric mean of the per-round ratios, with its 95% t-interval over the rounds."""
-    logs = np.log(times / plain)
-    mean = float(logs.mean())
-    if logs.size < 2:
-        return float(np.exp(mean)), float("nan"), float("nan")
-    half = float(t_dist.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size))
-    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
-
-
 def compare_networks(
     *, device: str, depth: int, resolution: int, batch: int, mode: str, blocks: list[str],
     compiled: bool, rounds: int, budget_s: float,
@@ -92,7 +81,8 @@ def compare_networks(
     }
     rows = []
     for net in nets:
-        ratio, low, high = ratio_over_rounds(medians[net.name], medians["plain"])
+        # per round, network / plain measured in that round: the machine's drift cancels
+        ratio, low, high = geometric_mean_interval(medians[net.name] / medians["plain"])
         _, flags = round_flags(timed[net.name])
         rows.append({
             "device": device, "depth": depth, "resolution": resolution, "batch": batch,

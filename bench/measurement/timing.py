@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,6 +52,20 @@ def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
         lo = math.floor(n / 2 - z * math.sqrt(n) / 2) - 1
     lo = max(lo, 0)
     return lo, n - 1 - lo
+
+
+def geometric_mean_interval(ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The geometric mean of positive `ratios` with its t-interval (over their logs); the
+    interval is NaN for fewer than two."""
+    from scipy.stats import t as t_dist  # here: a sweep's imports stay as light as they were
+
+    logs = np.log(np.asarray(ratios, dtype=float))
+    mean = float(logs.mean())
+    if logs.size < 2:
+        return float(np.exp(mean)), math.nan, math.nan
+    half = float(t_dist.ppf(0.5 + confidence / 2, logs.size - 1) * logs.std(ddof=1))
+    half /= math.sqrt(logs.size)
+    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
 
 
 @dataclass
