@@ -6,22 +6,23 @@ python run_all.py [--out DIR] [any option of `python -m bench run`, e.g. --prese
 import argparse
 import sys
 
-from bench.cli import add_run_arguments, command_run
+from bench.cli import add_run_arguments, execute_run
 from bench.report.builder import report
+from bench.sweep.rundir import RunDirectory
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser, default_preset="quick")
     args = parser.parse_args(argv)
-    code = command_run(args, default_preset="quick")
-    run_dir = getattr(args, "run_dir", None)
-    if args.dry_run or run_dir is None:
-        return code
+    outcome = execute_run(args, default_preset="quick")
+    run_dir = outcome.run_dir
+    if run_dir is None or not RunDirectory.holds_run(run_dir):
+        return outcome.exit_code
     written = report(run_dir)
     print(f"report: {run_dir / 'report.md'} ({len(written)} files in tables/ and plots/)")
     print(f"results: {run_dir / 'results.csv'}, {run_dir / 'results.parquet'}")
-    return code
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

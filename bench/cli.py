@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import attention_variants as av
@@ -177,53 +178,84 @@ def _resume_conflicts(args: argparse.Namespace) -> list[str]:
     ]
 
 
+@dataclass
+class RunOutcome:
+    """What `bench run` (and `run_all.py`) ended with: its exit code and run directory."""
+
+    exit_code: int
+    run_dir: Path | None = None  # None: nothing was run (a dry run, or bad input)
+
+
 def command_run(args: argparse.Namespace, default_preset: str | None = None) -> int:
-    from .sweep.runner import ResumeError, cases_of, run_sweep
+    return execute_run(args, default_preset).exit_code
+
+
+def execute_run(args: argparse.Namespace, default_preset: str | None = None) -> RunOutcome:
+    """`bench run`: a new sweep, a shard, a sharded sweep, or a resume (see `--help`)."""
+    from .sweep.resume import ResumeError
 
     try:
         if args.resume:
-            conflicts = _resume_conflicts(args)
-            if conflicts:
-                raise SpecError(
-                    [f"{', '.join(conflicts)} cannot be given with --resume: a resumed run "
-                     "keeps its own spec.yaml (start a new run to change the sweep)"]
-                )  # fmt: skip
-            if args.dry_run:
-                return _dry_run_resume(args)
-            summary = run_sweep(
-                None, resume=args.resume, retry_failed=args.retry_failed, force=args.force,
-                quiet=args.quiet,
-            )  # fmt: skip
-        else:
-            if args.retry_failed or args.force:
-                raise SpecError(["--retry-failed and --force only go with --resume RUN_DIR"])
-            preset = args.preset or (None if args.spec else default_preset)
-            spec, notes = build_spec(preset, args.spec, _overrides(args))
-            for note in notes:
-                print(f"note: {note}")
-            shard = _shard(args) if args.shard else None
-            cases = cases_of(spec, shard)
-            if args.dry_run:
-                for case in cases:
-                    print(case.label)
-                print(f"{len(cases)} cases")
-                return 0
-            if shard is not None and spec.executor is not None:
-                raise SpecError(["--shard K/N runs one shard here: it goes without --shards"])
-            if spec.executor is not None:
-                return _run_sharded(spec, args)
-            if shard is not None:
-                print(f"shard {shard.label}: ", end="")
-            print(f"{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
-            summary = run_sweep(spec, args.out, shard=shard, quiet=args.quiet)
+            return _resume(args)
+        if args.retry_failed or args.force:
+            raise SpecError(["--retry-failed and --force only go with --resume RUN_DIR"])
+        preset = args.preset or (None if args.spec else default_preset)
+        spec, notes = build_spec(preset, args.spec, _overrides(args))
+        for note in notes:
+            print(f"note: {note}")
+        shard = _shard(args) if args.shard else None
+        if shard is not None and spec.executor is not None:
+            raise SpecError(["--shard K/N runs one shard here: it goes without --shards"])
+        if spec.executor is not None and not args.dry_run:
+            return _run_sharded(spec, args)
+        from .sweep.plan import cases_of, start_run
+        from .sweep.runner import execute
+
+        cases = cases_of(spec, shard)  # expanded once: listed, counted and run from here
+        if args.dry_run:
+            for case in cases:
+                print(case.label)
+            print(f"{len(cases)} cases")
+            return RunOutcome(0)
+        prefix = f"shard {shard.label}: " if shard is not None else ""
+        print(f"{prefix}{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
+        summary = execute(start_run(spec, args.out, shard=shard, cases=cases), quiet=args.quiet)
     except (SpecError, ResumeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return RunOutcome(2)
+    return _finished(summary)
+
+
+def _resume(args: argparse.Namespace) -> RunOutcome:
+    from .sweep.resume import open_resumed, plan_resume
+    from .sweep.runner import resume_sweep
+
+    conflicts = _resume_conflicts(args)
+    if conflicts:
+        raise SpecError(
+            [f"{', '.join(conflicts)} cannot be given with --resume: a resumed run keeps its "
+             "own spec.yaml (start a new run to change the sweep)"]
+        )  # fmt: skip
+    if args.dry_run:  # what it would run, without running or changing anything
+        plan = plan_resume(open_resumed(args.resume, force=args.force),
+                           retry_failed=args.retry_failed)  # fmt: skip
+        if plan.crashed is not None:
+            print(f"crashed (to be recorded): {plan.crashed.label}")
+        for case in plan.todo:
+            print(case.label)
+        print(f"{len(plan.todo)} cases would run")
+        return RunOutcome(0)
+    summary = resume_sweep(
+        args.resume, retry_failed=args.retry_failed, force=args.force, quiet=args.quiet
+    )
+    return _finished(summary)
+
+
+def _finished(summary) -> RunOutcome:
     print(summary.line())
     if summary.interrupted:
         print(f"resume with: python -m bench run --resume {summary.run_dir}")
-    args.run_dir = summary.run_dir
-    return summary.exit_code
+    return RunOutcome(summary.exit_code, summary.run_dir)
 
 
 def _shard(args: argparse.Namespace) -> Shard:
@@ -233,37 +265,12 @@ def _shard(args: argparse.Namespace) -> Shard:
         raise SpecError([str(error)]) from None
 
 
-def _run_sharded(spec, args: argparse.Namespace) -> int:
+def _run_sharded(spec, args: argparse.Namespace) -> RunOutcome:
     from .sweep.executors import run_sharded
-    from .sweep.results import new_run_id
+    from .sweep.rundir import new_run_id
 
     out = Path(args.out or Path("results") / new_run_id())
-    code = run_sharded(spec.to_dict(), out, spec.executor, wait=not args.no_wait)
-    args.run_dir = out
-    return code
-
-
-def _dry_run_resume(args: argparse.Namespace) -> int:
-    """What `--resume` would run, without running or changing anything."""
-    from .sweep.resume import still_to_run
-    from .sweep.runner import cases_of, open_resumed, recorded_shard
-
-    run_dir, spec = open_resumed(args.resume, force=args.force)
-    flight = run_dir.in_progress()
-    if flight is not None:
-        print(f"crashed (to be recorded): {flight['label']}")
-    todo = [
-        case
-        for case in still_to_run(
-            run_dir, cases_of(spec, recorded_shard(run_dir)), args.retry_failed
-        )
-        # the case in flight is recorded as crashed, not run, unless failures are retried
-        if flight is None or case.case_id != flight["case_id"] or args.retry_failed
-    ]
-    for case in todo:
-        print(case.label)
-    print(f"{len(todo)} cases would run")
-    return 0
+    return RunOutcome(run_sharded(spec.to_dict(), out, spec.executor, wait=not args.no_wait), out)
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -315,7 +322,7 @@ def command_schema(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     from .report.builder import report
-    from .sweep.results import RunDirectoryError
+    from .sweep.rundir import RunDirectoryError
 
     try:
         written = report(Path(args.run_dir))
@@ -327,7 +334,8 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from .gate.compare import CompareInputError, compare, markdown, parse_threshold
+    from .gate.compare import CompareInputError, compare, parse_threshold
+    from .gate.render import markdown, to_json
 
     try:
         result = compare(
@@ -346,8 +354,6 @@ def command_compare(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
     if args.json:
         import json
-
-        from .gate.compare import to_json
 
         Path(args.json).write_text(json.dumps(to_json(result), indent=2) + "\n")
     return result.exit_code

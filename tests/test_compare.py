@@ -11,11 +11,11 @@ from bench.gate.compare import (
     CompareInputError,
     Rounds,
     compare,
-    markdown,
     parse_threshold,
     ratio_from_rounds,
 )
-from bench.sweep.results import COLUMNS, SAMPLE_COLUMNS
+from bench.gate.render import markdown
+from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
 
 
 def write_run(path, cases, *, flops=None, quality=None, rounds=6):
@@ -70,7 +70,9 @@ def test_no_change_passes(tmp_path):
     result = compare(base, new)
     assert result.exit_code == 0 and not result.regressions
     assert {c.verdict for c in result.cases} == {"unchanged"}
-    assert all(c.slope > 0.5 for c in result.cases)  # the copy tracks the machine: divided out
+    assert all(
+        c.reference_slope > 0.5 for c in result.cases
+    )  # the copy tracks the machine: divided out
     assert "**no regression**" in markdown(result)
 
 
@@ -300,7 +302,11 @@ def test_pytest_benchmark_json_from_the_suite_carries_paired_samples_and_quality
     # the whole machine twice as slow: the paired copies take it out
     result = compare(save(tmp_path / "a.json", 1.0), save(tmp_path / "b.json", 2.0))
     (case,) = result.cases
-    assert case.slope > 0.5 and case.verdict == "unchanged" and case.ci_low < 1 < case.ci_high
+    assert (
+        case.reference_slope > 0.5
+        and case.verdict == "unchanged"
+        and case.ci_low < 1 < case.ci_high
+    )
     assert case.rounds_base == 6
     flagged = compare(save(tmp_path / "a.json", 1.0), save(tmp_path / "c.json", 1.0, "contended"))
     assert flagged.cases[0].verdict == "inconclusive" and flagged.exit_code == 3

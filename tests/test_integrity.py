@@ -17,7 +17,7 @@ from bench.gate.compare import compare
 from bench.measurement.counting import count
 from bench.measurement.environment import capture
 from bench.sweep.cases import expand
-from bench.sweep.results import read_results, read_samples
+from bench.sweep.rundir import read_results, read_samples
 from bench.sweep.runner import run_sweep
 from bench.sweep.spec import build_spec
 

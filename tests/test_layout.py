@@ -1,4 +1,5 @@
-"""The harness's wings import only wings below them: measurement < sweep < report < gate."""
+"""The harness's wings import only wings below them (measurement < sweep < report < gate), the
+"never" rules of docs/architecture.md hold, and no module imports itself round a circle."""
 
 import ast
 import sys
@@ -68,6 +69,133 @@ def layout_violations() -> list[str]:
 
 def test_every_wing_imports_only_the_wings_below_it():
     assert layout_violations() == []
+
+
+# (importer, imported): what a module of the first may never import
+NEVER = [
+    ("bench.measurement", "bench.sweep"),
+    ("bench.measurement", "bench.report"),
+    ("bench.measurement", "bench.gate"),
+    ("bench.report", "bench.measurement"),  # a report reads run directories, never measures
+    ("attention_variants", "bench"),
+]
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def import_graph(root: Path | None = None) -> dict[str, set[str]]:
+    """Module -> the bench and attention_variants modules it imports (at any depth in the
+    file, so an import inside a function counts: it still runs)."""
+    root = root or PACKAGE.parent
+    graph = {}
+    for package in ("bench", "attention_variants"):
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            module = module.removesuffix(".__init__")
+            graph[module] = imported_modules(path, root)
+    return graph
+
+
+def imported_modules(path: Path, root: Path) -> set[str]:
+    module = ".".join(path.relative_to(root).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                submodule = f"{target}.{alias.name}"
+                path_of = root.joinpath(*submodule.split("."))
+                is_mod = path_of.with_suffix(".py").exists() or (path_of / "__init__.py").exists()
+                names.add(submodule if is_mod else target)
+    return {
+        n.removesuffix(".__init__")
+        for n in names
+        if _within(n, "bench") or _within(n, "attention_variants")
+    }
+
+
+def never_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{source} imports {target}"
+        for source, targets in graph.items()
+        for target in targets
+        for importer, imported in NEVER
+        if _within(source, importer) and _within(target, imported)
+    )
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (Tarjan's algorithm); a package
+    naming itself (`from . import name` of its own attribute) is no circle."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in graph:
+                continue  # a package's name, or a module outside the graph
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            members = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                members.append(member)
+                if member == node:
+                    break
+            if len(members) > 1:
+                found.append(sorted(members))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_never_rules_hold():
+    assert never_violations(import_graph()) == []
+
+
+def test_no_module_imports_itself_round_a_circle():
+    # packages' __init__ re-exports are edges too; `bench/__init__` loads its names lazily
+    assert circles(import_graph()) == []
+
+
+def test_the_checks_see_a_report_reaching_into_measurement_and_a_circle(tmp_path):
+    for package, files in {
+        "bench": {"__init__.py": "", "report/__init__.py": "",
+                  "report/tables.py": "from ..measurement.quality import FLAGS\n",
+                  "measurement/__init__.py": "", "measurement/quality.py": "",
+                  "sweep/__init__.py": "", "sweep/a.py": "from . import b\n",
+                  "sweep/b.py": "from .a import x\n"},
+        "attention_variants": {"__init__.py": "import bench\n"},
+    }.items():  # fmt: skip
+        for name, text in files.items():
+            path = tmp_path / package / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    graph = import_graph(tmp_path)
+    assert never_violations(graph) == [
+        "attention_variants imports bench",
+        "bench.report.tables imports bench.measurement.quality",
+    ]
+    assert circles(graph) == [["bench.sweep.a", "bench.sweep.b"]]
 
 
 def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):

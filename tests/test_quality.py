@@ -20,8 +20,9 @@ from bench.measurement.case import (
     measure_case,
     time_rounds,
 )
-from bench.measurement.quality import CpuLoadWindow, load_flags, quality_label, sample_flags
+from bench.measurement.quality import CpuLoadWindow, load_flags, sample_flags
 from bench.measurement.timing import Measurement, combine, measure, median_ci_ranks
+from bench.sweep.rundir import measured_fields, quality_flags, quality_text
 
 linux_only = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat")
 
@@ -93,9 +94,11 @@ def test_a_wide_spread_is_unstable():
     assert sample_flags(wide) == ["unstable"]
 
 
-def test_quality_labels_keep_a_fixed_order():
-    assert quality_label([]) == "ok"
-    assert quality_label(["unstable", "contended"]) == "contended;unstable"
+def test_quality_cells_keep_a_fixed_order_and_read_back_as_flags():
+    assert quality_text([]) == "ok"
+    assert quality_text(["unstable", "contended"]) == "contended;unstable"
+    assert quality_flags("contended;unstable") == ("contended", "unstable")
+    assert quality_flags("ok") == () and quality_flags(None) == ()
 
 
 def test_the_first_call_does_not_spoil_calibration():
@@ -154,10 +157,11 @@ def test_measure_case_pairs_every_sample_and_reports_quality():
     measured = measure_case(module, x, mode="train", budget=budget)
     timing = measured.timing
     assert len(timing.reference_samples_s) == timing.n and set(timing.rounds) == {0, 1}
-    assert set(measured.quality.split(";")) <= {"ok", *quality.FLAGS}
-    row = measured.row_fields(batch=2)
+    assert set(measured.flags) <= set(quality.FLAGS)
+    row = measured_fields(measured, batch=2)
     assert row["params"] == sum(p.numel() for p in module.parameters())
-    assert row["flops"] > 0 and row["quality"] == measured.quality and row["rounds"] == 2
+    assert row["flops"] > 0 and row["rounds"] == 2
+    assert row["quality"] == quality_text(measured.flags)
     unpaired = measure_case(module, x, mode="infer", budget=budget, paired_reference=False)
     assert unpaired.timing.reference_samples_s is None
 

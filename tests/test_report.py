@@ -11,7 +11,7 @@ from PIL import Image
 from bench.report.builder import report
 from bench.report.plots import COLUMN_WIDTH_IN, DPI, FULL_WIDTH_IN
 from bench.report.tables import decimals_for, format_measured
-from bench.sweep.results import COLUMNS, RunDirectoryError
+from bench.sweep.rundir import COLUMNS, RunDirectoryError
 from bench.sweep.runner import run_sweep
 from bench.sweep.spec import build_spec
 

@@ -11,8 +11,8 @@ import torch
 
 import attention_variants as av
 from bench.sweep import runner
-from bench.sweep.results import RunDirectory, read_results, read_samples
-from bench.sweep.runner import run_sweep
+from bench.sweep.rundir import RunDirectory, read_results, read_samples
+from bench.sweep.runner import resume_sweep, run_sweep
 from bench.sweep.spec import build_spec
 
 TINY = "timing: {warmup_s: 0.001, min_time_s: 0, max_time_s: 0.01, min_samples: 3, rounds: 1}\n"
@@ -134,7 +134,7 @@ def test_an_interrupt_between_samples_and_row_leaves_no_orphan_samples(tmp_path,
     monkeypatch.setattr(RunDirectory, "append_row", interrupted_once)
     assert run_sweep(_tiny_spec(), tmp_path / "run", quiet=True).exit_code == 130
     assert read_results(tmp_path / "run").empty  # no row: the case is not done
-    assert run_sweep(None, resume=tmp_path / "run", quiet=True).exit_code == 0
+    assert resume_sweep(tmp_path / "run", quiet=True).exit_code == 0
     rows, samples = read_results(tmp_path / "run"), read_samples(tmp_path / "run")
     assert sorted(rows.variant) == ["eca", "se"]
     assert set(samples.case_id) == set(rows.case_id)
@@ -186,9 +186,9 @@ def test_retry_failed_runs_error_rows_again_and_keeps_one_row_per_case(tmp_path)
         assert run_sweep(spec, tmp_path / "run", quiet=True).exit_code == 1
         rows = read_results(tmp_path / "run").set_index("variant")
         assert rows.loc["test_flaky", "status"] == "error"
-        plain = run_sweep(None, resume=tmp_path / "run", quiet=True)
+        plain = resume_sweep(tmp_path / "run", quiet=True)
         assert sum(plain.statuses.values()) == 0  # an error row is not retried by default
-        retried = run_sweep(None, resume=tmp_path / "run", retry_failed=True, quiet=True)
+        retried = resume_sweep(tmp_path / "run", retry_failed=True, quiet=True)
         assert retried.statuses["ok"] == 1 and retried.exit_code == 0
     finally:
         av.unregister("test_flaky")

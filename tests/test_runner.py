@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import socket
@@ -5,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,8 +15,8 @@ import yaml
 import attention_variants as av
 from bench.sweep import runner
 from bench.sweep.cases import expand
-from bench.sweep.results import COLUMNS, read_results, read_samples
-from bench.sweep.runner import run_sweep
+from bench.sweep.rundir import COLUMNS, DERIVED_COLUMNS, read_results, read_samples
+from bench.sweep.runner import resume_sweep, run_sweep
 from bench.sweep.spec import build_spec
 
 TINY_TIMING = {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3}
@@ -48,7 +50,9 @@ def test_tiny_sweep_end_to_end(tmp_path):
     ):
         assert (run / name).is_file(), name
     rows = read_results(run)
-    assert list(rows.columns) == COLUMNS
+    assert list(rows.columns) == [*COLUMNS, *DERIVED_COLUMNS]
+    assert pd.read_csv(run / "results.csv").columns.tolist() == COLUMNS  # derived: never stored
+    assert sorted(rows.label) == sorted(c.label for c in expand(spec))
     assert (
         len(rows) == len(expand(spec)) == 2 * 2 * (3 + 2)
     )  # resolutions x modes x (refs + variants)
@@ -130,7 +134,7 @@ def test_resume_after_an_interrupt_adds_no_duplicate_rows(tmp_path, monkeypatch)
     assert len(read_results(tmp_path / "run")) == 3  # what was measured is on disk
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
     monkeypatch.setattr(runner.CaseRunner, "start", original)
-    second = run_sweep(None, resume=tmp_path / "run", quiet=True)
+    second = resume_sweep(tmp_path / "run", quiet=True)
     rows = read_results(tmp_path / "run")
     assert second.skipped_as_recorded == 3
     assert len(rows) == len(expand(spec)) and rows.case_id.is_unique
@@ -306,3 +310,20 @@ def test_a_sweep_times_round_by_round_so_a_cases_rounds_lie_a_pass_apart(tmp_pat
 def test_every_round_of_a_compiled_case_times_the_compiled_module(tmp_path, monkeypatch):
     timed = timed_modules(monkeypatch, tmp_path, 2, variants="eca", channels="16", compile="on")
     assert timed == ["OptimizedModule", "OptimizedModule"]
+
+
+@pytest.mark.parametrize("name", ["example", "example-network"])
+def test_committed_run_directories_load_and_keep_their_case_ids(name):
+    from bench.sweep.cases import CASE_FIELDS
+    from bench.sweep.rundir import RunDirectory
+
+    run_dir = RunDirectory(Path(__file__).parents[1] / "results" / name)
+    rows = run_dir.results()
+    assert run_dir.status == "complete" and len(rows) == run_dir.info()["cases_recorded"]
+    for row in rows.to_dict("records"):
+        fields = {f: row[f] for f in CASE_FIELDS}
+        fields["model"] = fields["model"] or ""
+        key = [int(v) if f in ("batch", "channels", "height", "width") else v
+               for f, v in fields.items()]  # fmt: skip
+        assert hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12] == row["case_id"]
+    assert set(run_dir.samples().case_id) <= set(rows.case_id)

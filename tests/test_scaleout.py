@@ -12,12 +12,12 @@ import yaml
 from bench.report.builder import report
 from bench.sweep import executors
 from bench.sweep.cases import expand
-from bench.sweep.executors import ExecutorOptions, make_executor, run_sharded
+from bench.sweep.executors import make_executor, run_sharded
 from bench.sweep.merge import MergeError, merge
-from bench.sweep.results import read_results, read_samples
-from bench.sweep.runner import run_sweep
+from bench.sweep.rundir import read_results, read_samples
+from bench.sweep.runner import resume_sweep, run_sweep
 from bench.sweep.shards import Shard, estimated_cost, group_key, partition, select
-from bench.sweep.spec import build_spec
+from bench.sweep.spec import ExecutorOptions, build_spec
 
 TINY = {"warmup_s": 0.001, "min_time_s": 0, "max_time_s": 0.01, "min_samples": 3, "rounds": 1}
 
@@ -75,7 +75,7 @@ def test_a_sharded_sweep_through_submitit_equals_the_unsharded_one(tmp_path, kin
     info = json.loads((tmp_path / "sharded" / "run.json").read_text())
     assert info["status"] == "complete" and len(info["merged_from"]) == 3
     assert report(tmp_path / "sharded")  # the merged directory reports like any other
-    assert run_sweep(None, resume=tmp_path / "sharded", quiet=True).skipped_as_recorded == len(
+    assert resume_sweep(tmp_path / "sharded", quiet=True).skipped_as_recorded == len(
         whole
     )  # and resumes with nothing left to do
 

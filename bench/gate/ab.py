@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ..measurement.environment import REPOSITORY
-from .compare import CompareInputError, compare, markdown, parse_threshold
+from .compare import CompareInputError, compare, parse_threshold
+from .render import markdown
 
 
 def _git(*args: str, cwd: Path = REPOSITORY) -> str:

@@ -1,7 +1,9 @@
 """`python -m bench compare BASE NEW`: did NEW get slower (or hungrier) than BASE?
 
 BASE and NEW are run directories (or directories of run directories, as `bench ab` writes), or
-pytest-benchmark JSON files saved with ``--benchmark-save-data``. Cases are matched by key.
+pytest-benchmark JSON files saved with ``--benchmark-save-data`` (read by `bench.gate.sides`).
+Cases are matched by key. This module tests and decides; `bench.gate.render` writes the verdict
+as Markdown and JSON.
 
 The model. A sweep times every case in rounds, one pass over the whole sweep per round, so a
 case's rounds lie minutes apart and each saw its own state of the machine. The round, not the
@@ -40,7 +42,6 @@ gated case was flagged).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,184 +51,14 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
 
-from ..measurement.quality import is_ok
-from ..measurement.timing import geometric_mean_interval
-from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
-from ..sweep.results import RunDirectoryError, read_results, read_samples
+from ..measurement.statistics import geometric_mean_interval
+from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
+
+__all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
-GROUP_KEYS = (*SHAPE_FIELDS, *SETTING_FIELDS)  # a shape and setting: where references pair
 TRUSTED = ("regression", "improvement", "unchanged")  # verdicts drawn from data that holds
-# the machine, not the samples, was off: no statistic can correct for these
-MACHINE_FLAGS = ("contended", "contention_unchecked", "gpu_throttled", "gpu_shared")
 MIN_ROUNDS = 2  # per side: a spread between rounds needs two of them
-
-
-class CompareInputError(ValueError):
-    """BASE or NEW cannot be read, or they have nothing in common (exit code 2)."""
-
-
-@dataclass
-class Run:
-    """One run's cases (a row each, indexed by case key) and their raw samples (seconds)."""
-
-    cases: pd.DataFrame
-    samples: dict[str, np.ndarray]
-    source: str
-    paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
-    rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
-    _reference_keys: dict[str, dict[tuple, str]] = field(default_factory=dict, repr=False)
-
-    def reference_key(self, reference: str, group: tuple) -> str | None:
-        """The key of `reference`'s case at a shape and setting, worked out once per run."""
-        if reference not in self._reference_keys:
-            refs = self.cases[self.cases["variant_label"] == reference]
-            self._reference_keys[reference] = {
-                _group(row): key for key, row in refs.iterrows() if len(self.samples.get(key, []))
-            }
-        return self._reference_keys[reference].get(group)
-
-
-@dataclass
-class Side:
-    runs: list[Run]
-    source: str
-
-    @property
-    def keys(self) -> list[str]:
-        keys: dict[str, None] = {}
-        for run in self.runs:
-            keys.update(dict.fromkeys(run.cases.index))
-        return list(keys)
-
-    def case(self, key: str) -> pd.Series:
-        for run in self.runs:
-            if key in run.cases.index:
-                return run.cases.loc[key]
-        raise KeyError(key)
-
-    def flags(self, key: str) -> list[str]:
-        """The machine's quality flags the case carries in any of the side's runs."""
-        flags: dict[str, None] = {}
-        for run in self.runs:
-            if key in run.cases.index:
-                quality = run.cases.loc[key].get("quality", "ok")
-                if not is_ok(quality):
-                    flags.update(
-                        dict.fromkeys(f for f in str(quality).split(";") if f in MACHINE_FLAGS)
-                    )
-        return list(flags)
-
-
-# ---- reading ---------------------------------------------------------------------------------
-
-
-def _group(row: pd.Series) -> tuple:
-    return tuple(str(row.get(k, "")) for k in GROUP_KEYS)
-
-
-def _run_from_directory(path: Path) -> Run:
-    try:
-        results = read_results(path)
-        samples = read_samples(path)
-    except (RunDirectoryError, pd.errors.ParserError, OSError) as error:
-        raise CompareInputError(str(error)) from error
-    ok = results[results["status"] == "ok"].copy()
-    if ok.empty:
-        raise CompareInputError(f"{path}: no case with status ok")
-    ok["key"] = ok["case_id"].astype(str)
-    ok["label"] = [_label(row) for _, row in ok.iterrows()]
-    grouped = {k: g["seconds_per_call"].to_numpy(float) for k, g in samples.groupby("case_id")}
-    rounds = {}
-    if "round" in samples:
-        rounds = {
-            k: g["round"].fillna(0).astype(int).tolist() for k, g in samples.groupby("case_id")
-        }  # samples written before rounds were recorded count as one stretch
-    paired = {}
-    if "reference_seconds_per_call" in samples:
-        for k, g in samples.dropna(subset=["reference_seconds_per_call"]).groupby("case_id"):
-            if len(g) == len(grouped[k]):
-                paired[k] = g["reference_seconds_per_call"].to_numpy(float)
-    return Run(
-        ok.set_index("key"),
-        {k: grouped.get(k, np.array([])) for k in ok["key"]},
-        str(path),
-        paired,
-        rounds,
-    )
-
-
-def _label(row: pd.Series) -> str:
-    what = (
-        f"{row['model']}+{row['variant_label']}"
-        if isinstance(row.get("model"), str) and row.get("model")
-        else row["variant_label"]
-    )
-    fmt = "" if row.get("memory_format", "contiguous") == "contiguous" else " cl"
-    compiled = " compiled" if str(row.get("compile", "")).lower() == "true" else ""
-    return (
-        f"{what} b{row['batch']} c{row['channels']} {row['height']}x{row['width']} "
-        f"{row['dtype']} {row['device']} {row['mode']}{fmt}{compiled}"
-    )
-
-
-def _run_from_json(path: Path) -> Run:
-    try:
-        data = json.loads(path.read_text())
-        benchmarks = data["benchmarks"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise CompareInputError(f"{path}: not a pytest-benchmark JSON file ({error})") from error
-    rows, samples, paired, rounds = [], {}, {}, {}
-    for bench in benchmarks:
-        stats = bench.get("stats", {})
-        info = bench.get("extra_info", {})
-        key = bench.get("fullname") or bench["name"]
-        if "samples_s" in info:
-            # the suite's own measurement (bench.measurement.case): the same samples, paired
-            # references and quality as a run directory
-            samples[key] = np.asarray(info["samples_s"], dtype=float)
-            rounds[key] = list(info.get("rounds") or [0] * len(info["samples_s"]))
-            if info.get("reference_samples_s"):
-                paired[key] = np.asarray(info["reference_samples_s"], dtype=float)
-        elif "data" in stats:
-            samples[key] = np.asarray(stats["data"], dtype=float)
-            rounds[key] = list(range(len(stats["data"])))  # pytest-benchmark's own rounds
-        else:
-            raise CompareInputError(
-                f"{path}: {bench.get('fullname')} has no raw samples; save the JSON with "
-                "pytest --benchmark-json=FILE --benchmark-save-data"
-            )
-        row = {
-            "key": key,
-            "label": bench.get("name", key),
-            "role": info.get("role", "variant"),
-            "variant_label": info.get("variant", bench.get("name")),
-        }
-        row.update({k: info.get(k, "") for k in GROUP_KEYS})
-        row.update({m: info.get(m) for m in EXACT_METRICS})
-        row["quality"] = info.get("quality", "ok")
-        rows.append(row)
-    if not rows:
-        raise CompareInputError(f"{path}: holds no benchmarks")
-    return Run(pd.DataFrame(rows).set_index("key"), samples, str(path), paired, rounds)
-
-
-def load_side(path: str | Path) -> Side:
-    """A run directory, a directory of run directories, or a pytest-benchmark JSON file."""
-    path = Path(path)
-    if path.is_file():
-        return Side([_run_from_json(path)], str(path))
-    if not path.is_dir():
-        raise CompareInputError(f"{path}: no such file or directory")
-    if (path / "results.csv").exists():
-        return Side([_run_from_directory(path)], str(path))
-    runs = [_run_from_directory(d) for d in sorted(path.iterdir()) if (d / "results.csv").exists()]
-    if not runs:
-        raise CompareInputError(f"{path}: neither a run directory nor a directory of them")
-    return Side(runs, str(path))
-
-
-# ---- statistics ------------------------------------------------------------------------------
 
 
 def _round_medians(values: np.ndarray, rounds: list[int]) -> dict[int, float]:
@@ -357,15 +188,15 @@ class CaseComparison:
     p_value: float = float("nan")
     base_median: float = float("nan")  # seconds per call, median over the rounds' medians
     new_median: float = float("nan")
-    n_base: int = 0  # samples
-    n_new: int = 0
-    absolute_ratio: float = float("nan")  # new / base of raw times, rounds' medians
+    samples_base: int = 0
+    samples_new: int = 0
+    raw_ratio: float = float("nan")  # new / base of raw times, rounds' medians
     reason: str = ""  # why a verdict is inconclusive or insufficient
     fields: dict[str, Any] = field(default_factory=dict)  # what identifies the case
     rounds_base: int = 0
     rounds_new: int = 0
-    q_value: float = float("nan")  # p adjusted over the suite (Benjamini-Hochberg)
-    slope: float = float("nan")
+    p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
+    reference_slope: float = float("nan")  # how far the reference was divided out
     df: int = 0
 
 
@@ -405,11 +236,16 @@ class Comparison:
         return (*geometric_mean_interval(ratios), len(ratios))
 
     @property
+    def verdict(self) -> str:
+        """The compare in one word: regression, inconclusive or no regression."""
+        if self.regressions:
+            return "regression"
+        return "inconclusive" if self.inconclusive else "no regression"
+
+    @property
     def exit_code(self) -> int:
         """0 no regression, 1 regression, 3 no regression but some case inconclusive."""
-        if self.regressions:
-            return 1
-        return 3 if self.inconclusive else 0
+        return {"regression": 1, "inconclusive": 3, "no regression": 0}[self.verdict]
 
 
 def compare(
@@ -474,12 +310,12 @@ def _compare_case(
         key, row["label"], "unchanged",
         base_median=float(np.median(b.times)) if b.n else float("nan"),
         new_median=float(np.median(n.times)) if n.n else float("nan"),
-        n_base=b.samples, n_new=n.samples,
-        fields={f: _plain(row.get(f)) for f in ("variant_label", *GROUP_KEYS)},
+        samples_base=b.samples, samples_new=n.samples,
+        fields={f: plain_value(row.get(f)) for f in ("variant_label", *GROUP_KEYS)},
         rounds_base=b.n, rounds_new=n.n,
     )  # fmt: skip
     if b.n and n.n:
-        case.absolute_ratio = float(np.exp(np.log(n.times).mean() - np.log(b.times).mean()))
+        case.raw_ratio = float(np.exp(np.log(n.times).mean() - np.log(b.times).mean()))
     # the paired copy weighs in as far as it tracks the case; a reference named is divided out
     tested = ratio_from_rounds(b, n, slope=None if reference == "copy" else 1.0)
     if tested is None:
@@ -487,7 +323,7 @@ def _compare_case(
         case.reason = f"{b.n} / {n.n} rounds; a test needs {MIN_ROUNDS} on each side"
         return case
     case.ratio, case.ci_low, case.ci_high = tested.ratio, tested.ci_low, tested.ci_high
-    case.p_value, case.slope, case.df = tested.p_value, tested.slope, tested.df
+    case.p_value, case.reference_slope, case.df = tested.p_value, tested.slope, tested.df
     reason = _flag_reason(base.flags(key), new.flags(key))
     if reason:
         case.verdict, case.reason = "inconclusive", reason  # a disturbed machine: no verdict
@@ -502,63 +338,22 @@ def _decide(cases: list[CaseComparison], *, threshold: float, alpha: float) -> N
         return
     adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
     for case, q in zip(gated, adjusted, strict=True):
-        case.q_value = float(q)
+        case.p_adjusted = float(q)
         if q < alpha and case.ratio > 1 + threshold:
             case.verdict = "regression"
         elif q < alpha and case.ratio < 1 / (1 + threshold):
             case.verdict = "improvement"
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """A JSON-ready scalar from a pandas cell."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, str) and value in ("True", "False"):
         return value == "True"
+    if value is pd.NA:
+        return None
     return value
-
-
-def to_json(result: Comparison) -> dict[str, Any]:
-    """The machine-readable verdict (`compare --json FILE`)."""
-
-    def number(value: float) -> float | None:
-        return float(value) if np.isfinite(value) else None
-
-    if result.regressions:
-        verdict = "regression"
-    elif result.inconclusive:
-        verdict = "inconclusive"
-    else:
-        verdict = "no regression"
-    cases = [
-        {**c.fields, "label": c.label, "verdict": c.verdict, "ratio": number(c.ratio),
-         "ci_low": number(c.ci_low), "ci_high": number(c.ci_high), "p_value": number(c.p_value),
-         "p_adjusted": number(c.q_value), "reference_slope": number(c.slope), "df": c.df,
-         "raw_ratio": number(c.absolute_ratio), "samples_base": c.n_base,
-         "samples_new": c.n_new, "rounds_base": c.rounds_base, "rounds_new": c.rounds_new,
-         "reason": c.reason}
-        for c in result.cases
-    ]  # fmt: skip
-    mean, low, high, covered = result.geometric_mean
-    geometric_mean = {
-        "ratio": number(mean),
-        "ci_low": number(low),
-        "ci_high": number(high),
-        "cases": covered,
-    }
-    return {
-        "verdict": verdict,
-        "exit_code": result.exit_code,
-        "threshold": result.threshold,
-        "alpha": result.alpha,
-        "reference": result.reference,
-        "machine_drift": number(result.drift),
-        "geometric_mean": geometric_mean,
-        "cases": cases,
-        "exact_changes": [{k: _plain(v) for k, v in c.items()} for c in result.exact_changes],
-        "only_base": result.only_base,
-        "only_new": result.only_new,
-    }
 
 
 def _flag_reason(base_flags: list[str], new_flags: list[str]) -> str:
@@ -579,116 +374,6 @@ def _exact_changes(result: Comparison, row_base: pd.Series, row_new: pd.Series) 
             result.exact_changes.append(
                 {"case": row_base["label"], "metric": metric, "base": before, "new": after}
             )
-
-
-# ---- the report ------------------------------------------------------------------------------
-
-
-def _case_table(cases: list[CaseComparison]) -> str:
-    rows = [{
-        "case": c.label,
-        "base": _format_time(c.base_median),
-        "new": _format_time(c.new_median),
-        "new / base [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
-        "raw time new / base": _format_ratio(c.absolute_ratio),
-        "reference slope": "-" if not np.isfinite(c.slope) else f"{c.slope:.2f}",
-        "p / adjusted": f"{c.p_value:.2g} / {c.q_value:.2g}",
-        "rounds": f"{c.rounds_base} / {c.rounds_new}",
-    } for c in cases]  # fmt: skip
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
-
-
-def _format_time(value: float) -> str:
-    return "-" if not np.isfinite(value) else f"{value * 1e6:.1f} us"
-
-
-def _format_ratio(value: float) -> str:
-    return "-" if not np.isfinite(value) else f"{value:.3f}"
-
-
-def markdown(result: Comparison) -> str:
-    gated = [c for c in result.cases if c.verdict in TRUSTED]
-    how = (
-        f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
-        if result.reference
-        else "raw times"
-    )
-    if result.regressions:
-        verdict = f"**{len(result.regressions)} regression(s)**"
-    elif result.inconclusive:
-        verdict = f"**inconclusive** ({len(result.inconclusive)} case(s) measured on flagged data)"
-    else:
-        verdict = "**no regression**"
-    lines = [
-        "## Performance comparison",
-        "",
-        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} gated "
-        f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
-        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg); "
-        f"{len(result.improvements)} improvement(s).",
-    ]
-    mean, low, high, covered = result.geometric_mean
-    if covered:
-        interval = f" [95% CI {low:.3f}, {high:.3f}]" if covered > 1 else ""
-        lines += [
-            "",
-            f"Suite: geometric mean of NEW / BASE over {covered} trusted cases: "
-            f"**{mean:.3f}**{interval}.",
-        ]
-    if np.isfinite(result.drift):
-        lines += [
-            "",
-            f"Machine drift: the `{result.reference}` reference itself ran "
-            f"{result.drift:.2f}x as long in NEW as in BASE (median over shapes); "
-            "normalisation takes this out.",
-        ]
-    for title, cases in (
-        ("Regressions", result.regressions),
-        ("Improvements", result.improvements),
-    ):
-        if cases:
-            lines += ["", f"### {title}", "", _case_table(cases)]
-    if result.inconclusive:
-        lines += [
-            "",
-            "### Inconclusive: measured on data that cannot be trusted",
-            "",
-            "A flag means the machine, not the code, may have set these times (see the "
-            "`quality` column): rerun on a quiet machine.",
-            "",
-            pd.DataFrame(
-                [{"case": c.label, "why": c.reason, "new / base": _format_ratio(c.ratio)}
-                 for c in result.inconclusive]
-            ).to_markdown(index=False, disable_numparse=True),
-        ]  # fmt: skip
-    if result.exact_changes:
-        lines += [
-            "",
-            "### Exact metrics that changed",
-            "",
-            pd.DataFrame(result.exact_changes).to_markdown(index=False),
-        ]
-    for title, labels in (
-        ("Only in BASE (not compared)", result.only_base),
-        ("Only in NEW (not compared)", result.only_new),
-    ):
-        if labels:
-            lines += ["", f"### {title}", ""] + [f"- {label}" for label in labels]
-    insufficient = [c for c in result.cases if c.verdict == "insufficient"]
-    if insufficient:
-        lines += ["", f"### Too few rounds to test (fewer than {MIN_ROUNDS} on a side)", ""]
-        lines += [f"- {c.label} ({c.reason})" for c in insufficient]
-    others = [c for c in result.cases if c.verdict == "unchanged"]
-    if others:
-        lines += [
-            "",
-            "<details><summary>All unchanged cases</summary>",
-            "",
-            _case_table(others),
-            "",
-            "</details>",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def parse_threshold(text: str) -> float:

@@ -23,7 +23,6 @@ else may run on the machine meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -34,14 +33,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..sweep.cases import CASE_FIELDS
-from .compare import Run, Side, compare_sides, load_side
+from ..sweep.rundir import RunDirectory
+from .compare import compare_sides
+from .sides import Run, Side, load_side
+from .slowed import FRACTION, SLOWED, SUFFIX
 
 THRESHOLD = 0.10
 ALPHA = 0.05
-# the known regression (registered by `bench.gate.slowed`, imported only by the runs it slows)
-SLOWED = ("eca", "se", "cbam")
-FRACTION = 0.15  # the threshold plus a margin
-SUFFIX = "_slowed"
 PER_SIDE = 2  # runs per side: `bench ab`'s default
 
 
@@ -59,8 +57,7 @@ def run_all(directory: Path, runs: int) -> None:
     started = time.perf_counter()
     for index in range(1, runs + 1):
         out = directory / f"run-{index:02d}"
-        info = out / "run.json"
-        if info.exists() and json.loads(info.read_text()).get("status") == "complete":
+        if RunDirectory(out).status == "complete":
             continue
         if out.exists():
             shutil.rmtree(out)  # an unfinished run: swept again from the start
@@ -131,7 +128,7 @@ class Outcome:
 def score(
     directory: Path, per_side: int = PER_SIDE, threshold: float = THRESHOLD, alpha: float = ALPHA
 ) -> pd.DataFrame:
-    runs = sorted(d for d in directory.glob("run-*") if (d / "results.csv").exists())
+    runs = sorted(d for d in directory.glob("run-*") if RunDirectory.holds_run(d))
     window = 2 * per_side  # BASE takes every other run of a window, NEW the ones between
     if len(runs) < window:
         raise SystemExit(f"{directory}: {len(runs)} runs; a compare needs {window}")

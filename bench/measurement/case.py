@@ -18,9 +18,9 @@ from torch import nn
 
 from .counting import Counts, count
 from .memory import peak_memory
-from .quality import CpuLoad, CpuLoadWindow, GpuWatch, load_flags, quality_label, sample_flags
+from .quality import CpuLoad, CpuLoadWindow, GpuWatch, load_flags, sample_flags
 from .references import REFERENCES
-from .timing import MIN_SAMPLES_FOR_CI, Measurement, combine, measure, mode_fn, thread_count
+from .timing import Measurement, combine, measure, mode_fn, thread_count
 
 
 class TimingBudget(BaseModel):
@@ -67,42 +67,15 @@ class CompileStats:
 
 @dataclass
 class CaseMeasurement:
-    """Everything measured for one case."""
+    """Everything measured for one case, typed: the run directory turns it into a row."""
 
     timing: Measurement
     counts: Counts
     peak_memory_bytes: int
     params: int
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # see bench.measurement.quality
     cpu_load: CpuLoad | None = None
     compile_stats: CompileStats | None = None
-
-    @property
-    def quality(self) -> str:
-        return quality_label(self.flags)
-
-    def row_fields(self, batch: int) -> dict[str, Any]:
-        """The result row's measured columns."""
-        m, c = self.timing, self.counts
-        low, high = m.ci
-        return {
-            "threads": m.threads, "latency_median_s": m.median, "latency_iqr_s": m.iqr,
-            "latency_ci_low_s": low if m.n >= MIN_SAMPLES_FOR_CI else None,
-            "latency_ci_high_s": high if m.n >= MIN_SAMPLES_FOR_CI else None,
-            "latency_mean_s": m.mean, "latency_std_s": m.std, "n_samples": m.n,
-            "rounds": len(set(m.rounds)), "block_size": m.block_size,
-            "stop_reason": m.stop_reason, "images_per_s": batch / m.median,
-            "quality": self.quality,
-            "other_cpu_share": None if self.cpu_load is None else self.cpu_load.other_share,
-            "compile_graphs": None if self.compile_stats is None else self.compile_stats.graphs,
-            "compile_graph_breaks": (
-                None if self.compile_stats is None else self.compile_stats.graph_breaks
-            ),
-            "flops": c.flops, "macs": c.macs, "bytes_read": c.bytes_read,
-            "bytes_written": c.bytes_written, "bytes_moved": c.bytes_moved,
-            "unscored_ops": " ".join(sorted(c.unscored_ops)),
-            "peak_memory_bytes": self.peak_memory_bytes, "params": self.params,
-        }  # fmt: skip
 
 
 def compile_module(

@@ -31,7 +31,8 @@ from torch import nn
 from attention_variants.backbones import resnet
 
 from .case import TimedRound, compile_module, first_call, round_flags, time_round
-from .timing import geometric_mean_interval, mode_fn
+from .statistics import geometric_mean_interval
+from .timing import mode_fn
 
 
 @dataclass

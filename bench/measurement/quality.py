@@ -38,6 +38,8 @@ FLAGS = (
     "gpu_throttled",
     "gpu_shared",
 )
+# the machine, not the samples, was off: no statistic can correct for these
+MACHINE_FLAGS = ("contended", "contention_unchecked", "gpu_throttled", "gpu_shared")
 FLAG_HINTS = {  # what a flag means for the number, and what to do about it
     "contended": "other processes used the CPUs while they were timed; rerun on a quiet machine",
     "contention_unchecked": "no /proc/stat here, so contention could not be checked",
@@ -168,14 +170,3 @@ class GpuWatch:
         except Exception:
             return []
         return flags
-
-
-def quality_label(flags: list[str]) -> str:
-    """``ok`` or the flags joined by ``;``, in a fixed order."""
-    present = [f for f in FLAGS if f in set(flags)]
-    return ";".join(present) if present else "ok"
-
-
-def is_ok(quality: object) -> bool:
-    """Whether a row's quality column says it can be trusted (empty in old runs: trusted)."""
-    return quality in ("ok", "", None) or (isinstance(quality, float) and quality != quality)

@@ -26,3 +26,8 @@ class Copy(nn.Module):
 
 
 REFERENCES = {"conv3x3": Conv3x3, "copy": Copy}
+
+# every reference a sweep measures beside its variants, in the order tables show them;
+# `PAIRED` is the one timed right after each sample of a variant
+REFERENCE_NAMES = ("identity", "copy", "conv3x3")
+PAIRED = "copy"

@@ -5,7 +5,7 @@ costs under 0.1% of it. CUDA: CUDA events around each sample, a synchronize, and
 (writing a buffer larger than the L2) between samples outside the timed region, as
 `triton.testing.do_bench` does; optionally the calls are replayed from a CUDA graph.
 
-Run ``python -m bench.measurement.timing`` for a self-check against ``torch.utils.benchmark``.
+``python -m bench.measurement.timing_check`` checks it against ``torch.utils.benchmark``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -52,20 +51,6 @@ def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
         lo = math.floor(n / 2 - z * math.sqrt(n) / 2) - 1
     lo = max(lo, 0)
     return lo, n - 1 - lo
-
-
-def geometric_mean_interval(ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """The geometric mean of positive `ratios` with its t-interval (over their logs); the
-    interval is NaN for fewer than two."""
-    from scipy.stats import t as t_dist  # here: a sweep's imports stay as light as they were
-
-    logs = np.log(np.asarray(ratios, dtype=float))
-    mean = float(logs.mean())
-    if logs.size < 2:
-        return float(np.exp(mean)), math.nan, math.nan
-    half = float(t_dist.ppf(0.5 + confidence / 2, logs.size - 1) * logs.std(ddof=1))
-    half /= math.sqrt(logs.size)
-    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
 
 
 @dataclass
@@ -428,80 +413,3 @@ def mode_fn(mode: str, module: nn.Module, *inputs: torch.Tensor) -> Callable[[],
     if mode not in modes:
         raise ValueError(f"mode={mode!r} is invalid; allowed: {', '.join(modes)}")
     return modes[mode](module, *inputs)
-
-
-# ---- self-check ----------------------------------------------------------------------------
-
-
-def _self_check_cases() -> Sequence[tuple[str, Callable[[], Any]]]:
-    import attention_variants as av
-
-    torch.manual_seed(0)
-    cases = []
-    for name, channels, size in (
-        ("eca", 64, 56),
-        ("se", 256, 28),
-        ("cbam", 128, 28),
-        ("eca_mha", 64, 14),
-    ):
-        module = av.create(name, channels)
-        x = torch.randn(8, channels, size, size)
-        cases.append((f"{name} C={channels} {size}x{size} infer", inference_fn(module, x)))
-    return cases
-
-
-def _spread(values: Sequence[float]) -> float:
-    return (max(values) - min(values)) / statistics.median(values)
-
-
-def self_check(threads: int = 1, repeats: int = 5) -> list[dict[str, Any]]:
-    """Our median against torch.utils.benchmark's, and each one's spread over `repeats` runs.
-
-    The two run interleaved (ours, theirs, ours, ...) with the same one-second budget, so a
-    drift of the machine hits both alike.
-    """
-    from torch.utils.benchmark import Timer
-
-    rows = []
-    for label, fn in _self_check_cases():
-        ours, theirs = [], []
-        timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-        for _ in range(repeats):
-            ours.append(measure(fn, threads=threads, min_time_s=1.0, max_time_s=2.0).median)
-            theirs.append(timer.blocked_autorange(min_run_time=1.0).median)
-        row = {
-            "case": label,
-            "ours_us": statistics.median(ours) * 1e6,
-            "torch_benchmark_us": statistics.median(theirs) * 1e6,
-            "ratio": statistics.median(ours) / statistics.median(theirs),
-            "ours_spread": _spread(ours),
-            "torch_benchmark_spread": _spread(theirs),
-        }
-        rows.append(row)
-        print(
-            f"{label:<26} ours {row['ours_us']:8.1f} us  torch.utils.benchmark "
-            f"{row['torch_benchmark_us']:8.1f} us  ratio {row['ratio']:.3f}  spread of {repeats} "
-            f"repeats: ours {row['ours_spread'] * 100:4.1f}%, "
-            f"torch.utils.benchmark {row['torch_benchmark_spread'] * 100:4.1f}%",
-            flush=True,
-        )
-    return rows
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Self-check of bench.measurement.timing on the CPU"
-    )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    results = self_check(args.threads, args.repeats)
-    worst_ratio = max(abs(r["ratio"] - 1) for r in results)
-    print(
-        f"threads={args.threads}: largest difference from torch.utils.benchmark "
-        f"{worst_ratio * 100:.1f}% (goal <= 5%); largest repeat spread: ours "
-        f"{max(r['ours_spread'] for r in results) * 100:.1f}%, torch.utils.benchmark "
-        f"{max(r['torch_benchmark_spread'] for r in results) * 100:.1f}% (goal <= 2%)"
-    )

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..sweep.results import RunDirectoryError, read_results
+from ..sweep.rundir import RunDirectory, RunDirectoryError
 from . import plots, tables
-
-
-def _ceilings(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / "ceilings.csv"
-    return pd.read_csv(path) if path.exists() else None
 
 
 def _ceiling_for(ceilings: pd.DataFrame | None, device: str, dtype: str) -> pd.Series | None:
@@ -28,14 +23,14 @@ def _ceiling_for(ceilings: pd.DataFrame | None, device: str, dtype: str) -> pd.S
 def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
     """Write tables/ and plots/ (and report.md, an index of them) into `run_dir`."""
     run_dir = Path(run_dir)
-    results = read_results(run_dir)
+    results = RunDirectory(run_dir).results()
     if results.empty:
-        raise RunDirectoryError(f"{run_dir / 'results.csv'} holds no rows; nothing to report")
+        raise RunDirectoryError(f"{run_dir}: its results hold no rows; nothing to report")
     table_dir, plot_dir = run_dir / "tables", run_dir / "plots"
     written: list[Path] = []
     sections: list[str] = [f"# Report of {run_dir.name}", ""]
-    colours = plots.palette(results["variant_label"].dropna())
-    ceilings = _ceilings(run_dir)
+    colours = plots.palette(results)
+    ceilings = RunDirectory(run_dir).ceilings()
 
     # a sweep over batch sizes gets a table and chart per batch: no dimension is ever dropped
     blocks = tables.ok_rows(results)

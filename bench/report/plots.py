@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-import attention_variants as av
+from ..sweep.rundir import REFERENCE_NAMES
 
 COLUMN_WIDTH_IN = 3.5
 FULL_WIDTH_IN = 7.0
 DPI = 300
 FORMATS = ("png", "pdf", "svg")
-REFERENCE_COLOURS = {"identity": "#9e9e9e", "copy": "#5f5f5f", "conv3x3": "#000000"}
-REFERENCE_STYLE = {"identity": (1, 2), "copy": (4, 2), "conv3x3": (6, 2, 1, 2)}
+# greys and dashes for the references, in REFERENCE_NAMES order (identity, copy, conv3x3)
+REFERENCE_COLOURS = dict(zip(REFERENCE_NAMES, ("#9e9e9e", "#5f5f5f", "#000000"), strict=True))
+REFERENCE_STYLE = dict(zip(REFERENCE_NAMES, ((1, 2), (4, 2), (6, 2, 1, 2)), strict=True))
 
 RC = {
     "pdf.fonttype": 42,  # TrueType (Type 42) fonts: editable, accepted by publishers
@@ -43,10 +44,13 @@ RC = {
 }
 
 
-def palette(labels) -> dict[str, str]:
-    """One colour per variant label, fixed by the registry's order, so it never changes
-    between charts or runs; references are greys."""
-    names = [n for n in av.available() if n not in REFERENCE_COLOURS]
+def palette(results: pd.DataFrame) -> dict[str, str]:
+    """One colour per variant label of the run directory's rows, the same in every chart of
+    its report: plain variants first, in name order, then option variants (e.g.
+    eca_mha(attention_impl=naive)) with colours of their own; references are greys."""
+    labels = sorted(set(results["variant_label"].dropna()) - set(REFERENCE_COLOURS))
+    plain = [label for label in labels if "(" not in label]
+    options = [label for label in labels if "(" in label]
     # greys are the references' own: drop them from the variants' colours
     colours = [
         c
@@ -54,16 +58,8 @@ def palette(labels) -> dict[str, str]:
         if max(c) - min(c) > 0.1
     ]
     mapping = dict(REFERENCE_COLOURS)
-    base = {name: colours[i % len(colours)] for i, name in enumerate(names)}
-    extra = iter(colours[len(names) % len(colours) :] + colours)
-    for label in sorted(set(labels)):
-        if label in mapping:
-            continue
-        name = label.split("(", 1)[0]
-        if label == name and name in base:
-            mapping[label] = base[name]
-        else:  # an option variant (e.g. eca_mha(attention_impl=naive)) gets its own colour
-            mapping[label] = next(extra)
+    for i, label in enumerate(plain + options):
+        mapping[label] = colours[i % len(colours)]
     return {k: matplotlib.colors.to_hex(v) for k, v in mapping.items()}
 
 

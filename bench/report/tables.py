@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..measurement.quality import is_ok
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
+from ..sweep.rundir import REFERENCE_NAMES
 
 SHAPE = list(SHAPE_FIELDS)
 # the setting's fields, device first: file names read cpu_float32_infer
 SETTING = ["device", *(f for f in SETTING_FIELDS if f != "device")]
-REFERENCE_ORDER = ["identity", "copy", "conv3x3"]
+REFERENCE_ORDER = list(REFERENCE_NAMES)
 
 
 def decimals_for(half_width: float) -> int:
@@ -108,18 +108,17 @@ def latency_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Median [IQR] by (batch, channels, variant) x resolution, a † on flagged measurements;
     returns (display, raw, unit)."""
     scale, unit = latency_unit(rows["latency_median_s"])
-    quality = rows["quality"] if "quality" in rows else pd.Series("ok", index=rows.index)
     rows = rows.assign(
         cell=[
             f"{format_measured(m * scale, (hi - lo) / 2 * scale)} "
             f"[{format_measured(iqr * scale, (hi - lo) / 2 * scale)}]"
-            + ("" if is_ok(q) else f" {FLAGGED_MARK}")
-            for m, iqr, lo, hi, q in zip(
+            + (f" {FLAGGED_MARK}" if flags else "")
+            for m, iqr, lo, hi, flags in zip(
                 rows.latency_median_s,
                 rows.latency_iqr_s,
                 rows.latency_ci_low_s,
                 rows.latency_ci_high_s,
-                quality,
+                rows["quality_flags"],
                 strict=True,
             )
         ]

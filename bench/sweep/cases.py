@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -67,17 +67,24 @@ class Case:
 
     @property
     def label(self) -> str:
-        what = f"{self.model}+{self.variant.label}" if self.model else self.variant.label
-        extras = "".join(
-            [
-                "" if self.memory_format == "contiguous" else " cl",
-                " compiled" if self.compile else "",
-            ]
-        )
-        return (
-            f"{what} b{self.batch} c{self.channels} {self.height}x{self.width} "
-            f"{self.dtype} {self.device} {self.mode}{extras}"
-        )
+        return case_label({name: getattr(self, name) for name in CASE_FIELDS})
+
+
+def case_label(fields: Mapping[str, Any]) -> str:
+    """A case's label from its identifying fields (a `Case`'s, or a results row's):
+    ``eca b2 c64 14x14 float32 cpu infer``, `` cl`` for channels_last, `` compiled``."""
+    label = fields["variant_label"]
+    what = f"{fields['model']}+{label}" if fields.get("model") else label
+    extras = "".join(
+        [
+            "" if fields.get("memory_format", "contiguous") == "contiguous" else " cl",
+            " compiled" if str(fields.get("compile")).lower() == "true" else "",
+        ]
+    )
+    return (
+        f"{what} b{fields['batch']} c{fields['channels']} {fields['height']}x{fields['width']} "
+        f"{fields['dtype']} {fields['device']} {fields['mode']}{extras}"
+    )
 
 
 def build_module(case: Case) -> nn.Module:

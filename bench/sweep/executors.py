@@ -7,35 +7,17 @@ already complete are not submitted again, so re-running the same command finishe
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from .merge import MergeError, merge
+from .rundir import RunDirectory
 from .shards import Shard
-
-
-class ExecutorOptions(BaseModel):
-    """Where and how the shards run (the `executor:` block of a spec, or `--shards N ...`)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    kind: Literal["debug", "local", "slurm"] = Field(
-        "local", description="slurm: one job array; local: subprocesses here; debug: in-process"
-    )
-    shards: int = Field(2, ge=1, description="how many parts the sweep is cut into")
-    slurm_partition: str | None = None
-    timeout_min: int = Field(60, ge=1, description="each shard's time limit, minutes")
-    gpus_per_task: int = Field(0, ge=0)
-    cpus_per_task: int | None = Field(None, ge=1)
-    slurm_array_parallelism: int | None = Field(None, ge=1, description="shards running at once")
-    slurm_additional: dict[str, str] = Field(
-        default_factory=dict, description="any other sbatch option, e.g. {account: my-lab}"
-    )
+from .spec import ExecutorOptions
 
 
 def executor_parameters(options: ExecutorOptions) -> dict[str, Any]:
@@ -65,21 +47,17 @@ def make_executor(out: Path, options: ExecutorOptions):
 
 def run_shard(spec: dict[str, Any], directory: str, shard: str) -> int:
     """One shard, in whatever process the executor gives it: a new run, or the rest of one."""
-    from .runner import run_sweep
+    from .runner import resume_sweep, run_sweep
     from .spec import spec_from_dict
 
-    path = Path(directory)
-    if (path / "run.json").exists():
-        summary = run_sweep(None, resume=path, quiet=True)
+    if RunDirectory(directory).started:
+        summary = resume_sweep(directory, quiet=True)
     else:
-        summary = run_sweep(spec_from_dict(spec)[0], path, shard=Shard.parse(shard), quiet=True)
+        summary = run_sweep(
+            spec_from_dict(spec)[0], directory, shard=Shard.parse(shard), quiet=True
+        )
     print(summary.line(), flush=True)
     return summary.exit_code
-
-
-def _complete(directory: Path) -> bool:
-    run_json = directory / "run.json"
-    return run_json.exists() and json.loads(run_json.read_text()).get("status") == "complete"
 
 
 def _cpu_only(spec: dict[str, Any]) -> bool:
@@ -96,8 +74,9 @@ def run_sharded(
     """Submit the unfinished shards of `spec`, wait, merge into `out`; returns an exit code."""
     out = Path(out)
     shards = [Shard(k, options.shards) for k in range(1, options.shards + 1)]
-    directory = {s: out / "shards" / s.name for s in shards}
-    todo = [s for s in shards if not _complete(directory[s])]
+    run_dir = RunDirectory(out)
+    directory = {s: run_dir.shard_dir(s).path for s in shards}
+    todo = [s for s in shards if RunDirectory(directory[s]).status != "complete"]
     print(
         f"{len(shards)} shards through submitit ({options.kind}); "
         f"{len(shards) - len(todo)} already complete",
@@ -145,7 +124,7 @@ def run_sharded(
         print(f"shard {shard.label} failed; log: {jobs[shard].paths.stderr}", file=sys.stderr)
     if failed:
         print("run the same command again to finish only the failed shards", file=sys.stderr)
-    present = [directory[s] for s in shards if (directory[s] / "results.csv").exists()]
+    present = [directory[s] for s in shards if RunDirectory.holds_run(directory[s])]
     if not present:
         return 1
     staging = out / ".merging"
@@ -157,7 +136,7 @@ def run_sharded(
         return 2
     _promote(staging, out)
     print(summary.line().replace(str(staging), str(out)))
-    return 1 if failed or summary.missing else 0
+    return 1 if failed or not summary.complete else 0
 
 
 def _outcome(shard: Shard, job) -> bool:
@@ -175,7 +154,7 @@ def _promote(merged: Path, out: Path) -> None:
     """Move the merged files up into the run directory itself (shards/ stays beside them)."""
     for item in merged.iterdir():
         target = out / item.name
-        if item.name == "shards":
+        if item.name == RunDirectory(out).shards_dir.name:
             continue
         if target.is_dir():
             shutil.rmtree(target)

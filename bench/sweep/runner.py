@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -39,15 +38,23 @@ from ..measurement.case import (
 )
 from ..measurement.ceilings import measure_ceilings
 from ..measurement.counting import Counts
-from ..measurement.environment import capture, case_seed, load_average, seed_everything
+from ..measurement.environment import load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
 from ..measurement.timing import mode_fn
-from .cases import Case, build_module, expand
-from .results import RunDirectory, new_run_id, quality_warnings, read_results
-from .resume import drop_failed, environment_differences, record_crash, still_to_run
-from .shards import Shard, select
-from .spec import SweepSpec, spec_from_dict
+from .cases import Case, build_module
+from .plan import SweepRun, start_run
+from .resume import open_resumed, prepare_resume
+from .rundir import (
+    RunDirectory,
+    measured_fields,
+    quality_warnings,
+    read_results,
+    result_row,
+    utc_now,
+)
+from .shards import Shard
+from .spec import SweepSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -62,10 +69,10 @@ class RunSummary:
     flags: Counter = field(default_factory=Counter)  # quality flag -> rows carrying it
     flagged_rows: int = 0
 
-    def count_flags(self, quality: str | None) -> None:
-        if quality and quality != "ok":
+    def count_flags(self, flags: list[str]) -> None:
+        if flags:
             self.flagged_rows += 1
-            self.flags.update(quality.split(";"))
+            self.flags.update(flags)
 
     @property
     def failed(self) -> int:
@@ -130,17 +137,6 @@ def build_case(case: Case) -> tuple[nn.Module, torch.Tensor]:
     return module, x
 
 
-def _base_row(case: Case, run_id: str, seed: int) -> dict[str, Any]:
-    return {
-        "run_id": run_id, "case_id": case.case_id, "role": case.role, "model": case.model,
-        "variant": case.variant.name, "options": case.variant.options_label,
-        "variant_label": case.variant.label, "batch": case.batch, "channels": case.channels,
-        "height": case.height, "width": case.width, "dtype": case.dtype, "device": case.device,
-        "mode": case.mode, "memory_format": case.memory_format, "compile": case.compile,
-        "seed": seed,
-    }  # fmt: skip
-
-
 @dataclass
 class PendingCase:
     """A case between its first and its last round: what it will write when done."""
@@ -156,17 +152,17 @@ class PendingCase:
 class CaseRunner:
     """Measures cases for one sweep, a round at a time; counts are computed once per shape."""
 
-    def __init__(self, spec: SweepSpec, run_dir: RunDirectory, run_id: str):
-        self.spec = spec
-        self.run_dir = run_dir
-        self.run_id = run_id
+    def __init__(self, run: SweepRun):
+        self.run = run
+        self.spec = run.spec
+        self.run_dir = run.run_dir
         self._counts: dict[tuple, Counts] = {}
 
     def start(self, case: Case) -> tuple[dict[str, Any] | None, PendingCase | None]:
         """The case's first round: (a finished row, None) when it is skipped or fails; else
         (None, the case to go on with or finish)."""
-        seed = case_seed(self.spec.seed, *case.key)
-        row = _base_row(case, self.run_id, seed)
+        seed = self.run.seed_of(case)
+        row = result_row(case, self.run.run_id, seed)
         reason = unsupported_reason(case)
         if reason:
             row.update(status="skipped", error=reason, wall_time_s=0.0)
@@ -223,7 +219,7 @@ class CaseRunner:
 
     def finish(self, pending: PendingCase) -> tuple[dict[str, Any], CaseMeasurement]:
         measured = finish_case(pending.prepared, pending.rounds)
-        pending.row.update(measured.row_fields(pending.case.batch))
+        pending.row.update(measured_fields(measured, pending.case.batch))
         pending.row.update(status="ok", wall_time_s=pending.wall_s)
         return pending.row, measured
 
@@ -270,12 +266,6 @@ def _one_line(value: Any) -> str:
     return " ".join(str(value).split())[:500]
 
 
-def load_spec(run_dir: RunDirectory) -> SweepSpec:
-    """The spec a run directory was started with (for --resume)."""
-    spec, _ = spec_from_dict(yaml.safe_load((run_dir.path / "spec.yaml").read_text()))
-    return spec
-
-
 def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> None:
     """Roofline ceilings of every (device, dtype) in the sweep, once per run directory."""
     recorded = run_dir.recorded_ceilings()
@@ -293,152 +283,135 @@ def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> Non
                 print(f"warning: ceilings on {device} {dtype} failed: {error}", file=sys.stderr)
 
 
-def recorded_shard(run_dir: RunDirectory) -> Shard | None:
-    """The shard a run directory holds, from its run.json (None: the whole sweep)."""
-    label = run_dir.read_json("run.json").get("shard")
-    return Shard.parse(label) if label else None
+class _Sweep:
+    """One pass of `execute`: its runner, its progress bar, the cases between rounds."""
+
+    def __init__(self, run: SweepRun, todo: list[Case], summary: RunSummary, quiet: bool):
+        self.run = run
+        self.run_dir = run.run_dir
+        self.todo = todo
+        self.summary = summary
+        self.quiet = quiet
+        self.runner = CaseRunner(run)
+        self.rounds = run.spec.timing.rounds
+        self.pending: dict[str, PendingCase] = {}
+        self.bar = tqdm(
+            total=len(todo) * self.rounds, disable=quiet, unit="case", dynamic_ncols=True,
+            desc="sweep",
+        )  # fmt: skip
+
+    def record(self, row: dict[str, Any], measured: CaseMeasurement | None) -> None:
+        if measured is not None:  # samples first: a row on disk always has its samples
+            self.run_dir.append_samples(self.run.run_id, row["case_id"], measured.timing)
+        self.run_dir.append_row(row)
+        self.summary.statuses[row["status"]] += 1
+        self.summary.count_flags([] if measured is None else measured.flags)
+        if row["status"] in ("error", "oom") and not self.quiet:
+            tqdm.write(f"{row['status']}: {row['variant_label']}: {row['error'][:200]}")
+
+    def show(self, case: Case, index: int) -> None:
+        """The case about to be timed, on the bar and on disk (a process death leaves it)."""
+        flagged = f"{self.summary.flagged_rows} flagged; " if self.summary.flagged_rows else ""
+        where = f"round {index + 1}/{self.rounds}: " if self.rounds > 1 else ""
+        self.bar.set_postfix_str(flagged + where + case.label, refresh=True)
+        self.run_dir.mark_in_progress(case.case_id, case.label)
+
+    def first_round(self) -> None:
+        for case in self.todo:
+            self.show(case, 0)
+            row, started = self.runner.start(case)
+            self.run_dir.clear_in_progress()
+            if row is not None:
+                self.bar.update(self.rounds)
+                self.record(row, None)
+            elif self.runner.done(started):
+                self.bar.update(self.rounds)
+                self.record(*self.runner.finish(started))  # on disk at once: nothing left
+            else:
+                self.bar.update(1)
+                self.pending[case.case_id] = started
+
+    def later_round(self, index: int) -> None:
+        for case_id, state in list(self.pending.items()):
+            self.show(state.case, index)
+            failed = self.runner.next_round(state, index)
+            self.run_dir.clear_in_progress()
+            finished = failed is not None or self.runner.done(state)
+            self.bar.update(self.rounds - index if finished else 1)  # rounds it will not take
+            if failed is not None:
+                del self.pending[case_id]
+                self.record(failed, None)
+            elif finished:
+                del self.pending[case_id]
+                self.record(*self.runner.finish(state))
+
+    def finish_pending(self, *, interrupted: bool = False) -> None:
+        """Write the cases still between rounds, in the sweep's order (after Ctrl-C, what was
+        timed so far, with fewer rounds)."""
+        for case_id in list(self.pending):
+            state = self.pending.pop(case_id)
+            if state.rounds or not interrupted:
+                self.record(*self.runner.finish(state))
 
 
-def cases_of(spec: SweepSpec, shard: Shard | None) -> list[Case]:
-    """The sweep's cases, or one shard's."""
-    return expand(spec) if shard is None else select(expand(spec), shard, spec.timing)
+def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = False) -> RunSummary:
+    """Time `todo` (default: all the run's cases) into the run directory, round by round
+    through the whole sweep: a case's rounds lie a pass apart, so a passing disturbance touches
+    one of them, and `bench compare` sees it as spread. Ctrl-C stops cleanly: run.json says
+    "interrupted" and the summary's exit code is 130."""
+    started = time.perf_counter()
+    todo = run.cases if todo is None else todo
+    summary = RunSummary(run.run_dir.path, skipped_as_recorded=len(run.cases) - len(todo))
+    sweep = _Sweep(run, todo, summary, quiet)
+    try:
+        _record_ceilings(run.spec, run.run_dir, quiet)
+        sweep.first_round()
+        for index in range(1, sweep.rounds):
+            sweep.later_round(index)
+        sweep.finish_pending()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        run.run_dir.clear_in_progress()  # stopped by the user, not a crash: it runs on resume
+        sweep.finish_pending(interrupted=True)
+    finally:
+        sweep.bar.close()
+        summary.elapsed_s = time.perf_counter() - started
+        _close(run, summary)
+    return summary
 
 
-class ResumeError(ValueError):
-    """A run directory that cannot be resumed here (exit code 2)."""
-
-
-def open_resumed(resume: str | Path, *, force: bool = False) -> tuple[RunDirectory, SweepSpec]:
-    """The run directory and its spec, after checking this machine and code can go on with it."""
-    run_dir = RunDirectory(resume)
-    if not (run_dir.path / "spec.yaml").exists():
-        raise ResumeError(f"--resume {run_dir.path}: no spec.yaml; not a run directory")
-    differences = environment_differences(run_dir)
-    if differences and not force:
-        raise ResumeError(
-            f"--resume {run_dir.path}: this is not the machine and code the run started on:\n  "
-            + "\n  ".join(differences)
-            + "\n(--force resumes anyway; the rows would then mix the two)"
-        )
-    return run_dir, load_spec(run_dir)
+def _close(run: SweepRun, summary: RunSummary) -> None:
+    run_dir = run.run_dir
+    results = read_results(run_dir.path) if run_dir.has_results else None
+    run_dir.write_parquet(results)
+    run_dir.update_env(load_average_end=load_average())
+    run_dir.update_info(
+        status="interrupted" if summary.interrupted else "complete",
+        finished_utc=utc_now(),
+        cases_total=len(run.cases),
+        cases_recorded=0 if results is None else len(results),
+        warnings=[] if results is None else quality_warnings(results),
+    )
 
 
 def run_sweep(
-    spec: SweepSpec | None,
-    out: str | Path | None = None,
-    *,
-    resume: str | Path | None = None,
-    retry_failed: bool = False,
-    force: bool = False,
-    shard: Shard | None = None,
+    spec: SweepSpec, out: str | Path | None = None, *, shard: Shard | None = None,
     quiet: bool = False,
+) -> RunSummary:  # fmt: skip
+    """Run a sweep (or one `shard` of it) into a new run directory: `out`, or results/<run id>."""
+    return execute(start_run(spec, out, shard=shard), quiet=quiet)
+
+
+def resume_sweep(
+    path: str | Path, *, retry_failed: bool = False, force: bool = False, quiet: bool = False
 ) -> RunSummary:
-    """Run a sweep into a new run directory (`out`, or results/<run id>), or resume one.
-
-    On resume, a case whose process died is recorded as `crashed` and the sweep goes on past it;
-    `retry_failed` runs crashed, error and oom cases again. With `shard`, only that part of the
-    cases runs (a resumed shard keeps its own). Ctrl-C anywhere stops cleanly: run.json says
-    "interrupted" and the summary's exit code is 130.
-    """
-    started = time.perf_counter()
-    if resume is not None:
-        run_dir, spec = open_resumed(resume, force=force)
-        run_id = run_dir.run_id
-        shard = recorded_shard(run_dir)
-        run_dir.update_run_info(
-            status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        )
-    else:
-        run_id = new_run_id()
-        run_dir = RunDirectory(out or Path("results") / run_id)
-        run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id)
-        if shard is not None:
-            run_dir.update_run_info(shard=shard.label)
-    cases = cases_of(spec, shard)
-    runner = CaseRunner(spec, run_dir, run_id)
-    run_dir.drop_orphan_samples()  # samples of a case whose row was never written
-    crashed = record_crash(
-        run_dir, cases, lambda c: _base_row(c, run_id, case_seed(spec.seed, *c.key))
-    )
-    if crashed is not None and not quiet:
-        print(f"crashed: {crashed.label}: the last process died during it", flush=True)
-    if retry_failed:
-        drop_failed(run_dir)
-    todo = still_to_run(run_dir, cases, retry_failed)
-    summary = RunSummary(run_dir.path, skipped_as_recorded=len(cases) - len(todo))
-    if crashed is not None:
-        summary.statuses["crashed"] += 1
-    rounds = spec.timing.rounds
-    bar = tqdm(
-        total=len(todo) * rounds, disable=quiet, unit="case", dynamic_ncols=True, desc="sweep"
-    )
-    pending: dict[str, PendingCase] = {}
-
-    def record(row: dict[str, Any], measured: CaseMeasurement | None) -> None:
-        if measured is not None:
-            # samples first: a row on disk always has its samples
-            run_dir.append_samples(run_id, row["case_id"], measured.timing)
-        run_dir.append_row(row)
-        summary.statuses[row["status"]] += 1
-        summary.count_flags(row.get("quality"))
-        if row["status"] in ("error", "oom") and not quiet:
-            tqdm.write(f"{row['status']}: {row['variant_label']}: {row['error'][:200]}")
-
-    def progress(case: Case, index: int) -> None:
-        flagged = f"{summary.flagged_rows} flagged; " if summary.flagged_rows else ""
-        where = f"round {index + 1}/{rounds}: " if rounds > 1 else ""
-        bar.set_postfix_str(flagged + where + case.label, refresh=True)
-        run_dir.mark_in_progress(case.case_id, case.label)
-
-    try:
-        _record_ceilings(spec, run_dir, quiet)
-        # round by round through the whole sweep: a case's rounds lie minutes apart, so a
-        # passing disturbance touches one of them, and `bench compare` sees it as spread
-        for case in todo:
-            progress(case, 0)
-            row, started_case = runner.start(case)
-            run_dir.clear_in_progress()
-            if row is not None:
-                bar.update(rounds)
-                record(row, None)
-            elif runner.done(started_case):
-                bar.update(rounds)
-                record(*runner.finish(started_case))  # on disk at once: nothing left to time
-            else:
-                bar.update(1)
-                pending[case.case_id] = started_case
-        for index in range(1, rounds):
-            for case_id, case_state in list(pending.items()):
-                progress(case_state.case, index)
-                failed = runner.next_round(case_state, index)
-                run_dir.clear_in_progress()
-                finished = failed is not None or runner.done(case_state)
-                bar.update(rounds - index if finished else 1)  # rounds it will not take too
-                if failed is not None:
-                    del pending[case_id]
-                    record(failed, None)
-                elif finished:
-                    del pending[case_id]
-                    record(*runner.finish(case_state))
-        for case_id in list(pending):  # in the sweep's order
-            record(*runner.finish(pending.pop(case_id)))
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        run_dir.clear_in_progress()  # stopped by the user, not a crash: the case runs on resume
-        for case_state in pending.values():  # what was timed is kept, with fewer rounds
-            if case_state.rounds:
-                record(*runner.finish(case_state))
-    finally:
-        bar.close()
-        summary.elapsed_s = time.perf_counter() - started
-        results = read_results(run_dir.path) if run_dir.results_csv.exists() else None
-        run_dir.write_parquet(results)
-        run_dir.update_env(load_average_end=load_average())
-        run_dir.update_run_info(
-            status="interrupted" if summary.interrupted else "complete",
-            finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            cases_total=len(cases),
-            cases_recorded=0 if results is None else len(results),
-            warnings=[] if results is None else quality_warnings(results),
-        )
+    """Run what a run directory lacks (a resumed shard keeps to its own part). A case whose
+    process died is recorded as `crashed` and the sweep goes on past it; `retry_failed` runs
+    crashed, error and oom cases again."""
+    run = open_resumed(path, force=force)
+    plan = prepare_resume(run, retry_failed=retry_failed)
+    if plan.crashed is not None and not quiet:
+        print(f"crashed: {plan.crashed.label}: the last process died during it", flush=True)
+    summary = execute(run, todo=plan.todo, quiet=quiet)
+    summary.statuses["crashed"] += plan.crashed is not None
     return summary

@@ -32,7 +32,6 @@ import attention_variants as av
 from attention_variants.checks import ChannelsUnsupported
 
 from ..measurement.case import TimingBudget
-from .executors import ExecutorOptions
 from .plugins import load_entry_point_plugins, load_plugin
 from .presets import PRESETS
 from .variant_expr import VariantSpec, split_top_level
@@ -175,6 +174,24 @@ def _check_builds(variants: list[VariantSpec], channels: list[int]) -> None:
 # ---- the models ------------------------------------------------------------------------------
 
 STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class ExecutorOptions(BaseModel):
+    """Where and how the shards run (the `executor:` block of a spec, or `--shards N ...`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["debug", "local", "slurm"] = Field(
+        "local", description="slurm: one job array; local: subprocesses here; debug: in-process"
+    )
+    shards: int = Field(2, ge=1, description="how many parts the sweep is cut into")
+    slurm_partition: str | None = None
+    timeout_min: int = Field(60, ge=1, description="each shard's time limit, minutes")
+    gpus_per_task: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    slurm_array_parallelism: int | None = Field(None, ge=1, description="shards running at once")
+    slurm_additional: dict[str, str] = Field(
+        default_factory=dict, description="any other sbatch option, e.g. {account: my-lab}"
+    )
 
 
 class NetworkSpec(BaseModel):

@@ -3,8 +3,8 @@ representative shapes, inference and training, grouped by shape.
 
 Each case is measured by `bench.measurement.case.measure_case`, the sweep's own measurement:
 the samples pytest-benchmark shows and saves are those samples, and `extra_info` carries their
-paired copy references, rounds and quality, so `python -m bench compare` reads a saved JSON with
-the same statistics as a run directory.
+paired copy references, rounds and quality (the layout of `bench.sweep.benchmark_json`), so
+`python -m bench compare` reads a saved JSON with the same statistics as a run directory.
 
 Under the plain test command benchmarking is disabled: each case is measured with a tiny budget,
 as a quick test of the path. To measure and save for `python -m bench compare`:
@@ -20,6 +20,7 @@ import attention_variants as av
 from bench.measurement.case import TimingBudget, measure_case
 from bench.measurement.references import REFERENCES
 from bench.measurement.timing import mode_fn
+from bench.sweep.benchmark_json import extra_info
 
 SHAPES = [(8, 64, 28, 28), (8, 256, 14, 14)]
 BLOCKS = [*av.available(), "copy"]
@@ -54,13 +55,8 @@ def test_block(benchmark, name, shape, mode):
     timing = measured.timing
     benchmark.group = f"{'x'.join(map(str, shape))} {mode}"
     benchmark.extra_info.update(
-        variant=name, role="variant" if reference else "reference", batch=shape[0],
-        channels=shape[1], height=shape[2], width=shape[3], dtype="float32", device="cpu",
-        mode=mode, memory_format="contiguous", compile=False, flops=measured.counts.flops,
-        macs=measured.counts.macs, bytes_moved=measured.counts.bytes_moved,
-        peak_memory_bytes=measured.peak_memory_bytes, params=measured.params,
-        quality=measured.quality, samples_s=timing.samples_s, rounds=timing.rounds,
-        block_sizes=timing.block_sizes, reference_samples_s=timing.reference_samples_s,
+        extra_info(measured, variant=name, role="variant" if reference else "reference",
+                   shape=shape, mode=mode)
     )  # fmt: skip
     # one untimed call through the fixture; the statistics are measure_case's samples
     result = benchmark.pedantic(mode_fn(mode, module, x), rounds=1, iterations=1)
@@ -69,6 +65,6 @@ def test_block(benchmark, name, shape, mode):
         for sample in timing.samples_s:
             stats.update(sample)
         benchmark.stats.stats = stats
-    assert timing.n >= 1 and measured.quality
+    assert timing.n >= 1 and benchmark.extra_info["quality"]
     if mode == "infer":
         assert result.shape == x.shape  # a benchmark that runs the block must still be right

@@ -1,0 +1,150 @@
+"""The compare's verdict written out: the PR-comment Markdown and the JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .compare import MIN_ROUNDS, TRUSTED, CaseComparison, Comparison, plain_value
+
+
+def to_json(result: Comparison) -> dict[str, Any]:
+    """The machine-readable verdict (`compare --json FILE`): each case's fields under the
+    names `CaseComparison` gives them, with what identifies the case beside."""
+    cases = []
+    for case in result.cases:
+        record = {k: _number(v) for k, v in asdict(case).items() if k not in ("key", "fields")}
+        cases.append({**case.fields, **record})
+    mean, low, high, covered = result.geometric_mean
+    return {
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+        "threshold": result.threshold,
+        "alpha": result.alpha,
+        "reference": result.reference,
+        "machine_drift": _number(result.drift),
+        "geometric_mean": {"ratio": _number(mean), "ci_low": _number(low),
+                           "ci_high": _number(high), "cases": covered},
+        "cases": cases,
+        "exact_changes": [{k: plain_value(v) for k, v in c.items()} for c in result.exact_changes],
+        "only_base": result.only_base,
+        "only_new": result.only_new,
+    }  # fmt: skip
+
+
+def _number(value: Any) -> Any:
+    """NaN as null (JSON has no NaN); anything else as it is."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _case_table(cases: list[CaseComparison]) -> str:
+    rows = [{
+        "case": c.label,
+        "base": _format_time(c.base_median),
+        "new": _format_time(c.new_median),
+        "new / base [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
+        "raw time new / base": _format_ratio(c.raw_ratio),
+        "reference slope": "-" if not np.isfinite(c.reference_slope) else f"{c.reference_slope:.2f}",
+        "p / adjusted": f"{c.p_value:.2g} / {c.p_adjusted:.2g}",
+        "rounds": f"{c.rounds_base} / {c.rounds_new}",
+    } for c in cases]  # fmt: skip
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _format_time(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value * 1e6:.1f} us"
+
+
+def _format_ratio(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.3f}"
+
+
+def markdown(result: Comparison) -> str:
+    """The PR-comment report (`compare --output FILE`, and what `bench compare` prints)."""
+    gated = [c for c in result.cases if c.verdict in TRUSTED]
+    how = (
+        f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
+        if result.reference
+        else "raw times"
+    )
+    verdict = {
+        "regression": f"**{len(result.regressions)} regression(s)**",
+        "inconclusive": f"**inconclusive** ({len(result.inconclusive)} case(s) measured on "
+        "flagged data)",
+        "no regression": "**no regression**",
+    }[result.verdict]
+    lines = [
+        "## Performance comparison",
+        "",
+        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} gated "
+        f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
+        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg); "
+        f"{len(result.improvements)} improvement(s).",
+    ]
+    mean, low, high, covered = result.geometric_mean
+    if covered:
+        interval = f" [95% CI {low:.3f}, {high:.3f}]" if covered > 1 else ""
+        lines += [
+            "",
+            f"Suite: geometric mean of NEW / BASE over {covered} trusted cases: "
+            f"**{mean:.3f}**{interval}.",
+        ]
+    if np.isfinite(result.drift):
+        lines += [
+            "",
+            f"Machine drift: the `{result.reference}` reference itself ran "
+            f"{result.drift:.2f}x as long in NEW as in BASE (median over shapes); "
+            "normalisation takes this out.",
+        ]
+    for title, cases in (
+        ("Regressions", result.regressions),
+        ("Improvements", result.improvements),
+    ):
+        if cases:
+            lines += ["", f"### {title}", "", _case_table(cases)]
+    if result.inconclusive:
+        lines += [
+            "",
+            "### Inconclusive: measured on data that cannot be trusted",
+            "",
+            "A flag means the machine, not the code, may have set these times (see the "
+            "`quality` column): rerun on a quiet machine.",
+            "",
+            pd.DataFrame(
+                [{"case": c.label, "why": c.reason, "new / base": _format_ratio(c.ratio)}
+                 for c in result.inconclusive]
+            ).to_markdown(index=False, disable_numparse=True),
+        ]  # fmt: skip
+    if result.exact_changes:
+        lines += [
+            "",
+            "### Exact metrics that changed",
+            "",
+            pd.DataFrame(result.exact_changes).to_markdown(index=False),
+        ]
+    for title, labels in (
+        ("Only in BASE (not compared)", result.only_base),
+        ("Only in NEW (not compared)", result.only_new),
+    ):
+        if labels:
+            lines += ["", f"### {title}", ""] + [f"- {label}" for label in labels]
+    insufficient = [c for c in result.cases if c.verdict == "insufficient"]
+    if insufficient:
+        lines += ["", f"### Too few rounds to test (fewer than {MIN_ROUNDS} on a side)", ""]
+        lines += [f"- {c.label} ({c.reason})" for c in insufficient]
+    others = [c for c in result.cases if c.verdict == "unchanged"]
+    if others:
+        lines += [
+            "",
+            "<details><summary>All unchanged cases</summary>",
+            "",
+            _case_table(others),
+            "",
+            "</details>",
+        ]
+    return "\n".join(lines) + "\n"
