@@ -78,6 +78,9 @@ NEVER = [
     ("bench.measurement", "bench.gate"),
     ("bench.report", "bench.measurement"),  # a report reads run directories, never measures
     ("attention_variants", "bench"),
+    # a slowed validation run loads the variants it slows, not the gate that scores them
+    ("bench.gate.slowed", "bench.gate.validate"),
+    ("bench.gate.slowed", "bench.gate.compare"),
 ]
 
 

@@ -14,10 +14,7 @@ from torch import Tensor, nn
 
 import attention_variants as av
 
-# the known regression `bench.gate.validate` looks for: these variants, this much slower
-SLOWED = ("eca", "se", "cbam")
-FRACTION = 0.15  # the threshold plus a margin
-SUFFIX = "_slowed"
+from .known_regression import FRACTION, SLOWED, SUFFIX
 
 
 class SlowedBy(nn.Module):

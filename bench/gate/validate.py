@@ -35,8 +35,8 @@ import pandas as pd
 from ..sweep.cases import CASE_FIELDS
 from ..sweep.rundir import RunDirectory
 from .compare import compare_sides
+from .known_regression import FRACTION, SLOWED, SUFFIX
 from .sides import Run, Side, load_side
-from .slowed import FRACTION, SLOWED, SUFFIX
 
 THRESHOLD = 0.10
 ALPHA = 0.05
