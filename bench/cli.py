@@ -92,6 +92,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
         help="any other sbatch option (repeatable), e.g. account=my-lab",
     )
     scale.add_argument(
+        "--exclusive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each Slurm shard a whole node (default: yes for CPU-only sweeps)",
+    )
+    scale.add_argument(
         "--no-wait", action="store_true", help="submit, print the job ids and the merge command"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -123,6 +129,7 @@ EXECUTOR_FLAGS = (
     "cpus_per_task",
     "slurm_array_parallelism",
     "slurm_additional",
+    "exclusive",
 )
 
 

@@ -4,6 +4,7 @@ real; merge's refusals; a failed shard named and rerun alone; the Slurm submissi
 import json
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -14,7 +15,7 @@ from bench.sweep import executors
 from bench.sweep.cases import expand
 from bench.sweep.executors import make_executor, run_sharded
 from bench.sweep.merge import MergeError, merge
-from bench.sweep.rundir import read_results, read_samples
+from bench.sweep.rundir import RunDirectory, read_results, read_samples
 from bench.sweep.runner import resume_sweep, run_sweep
 from bench.sweep.shards import Shard, estimated_cost, group_key, partition, select
 from bench.sweep.spec import ExecutorOptions, build_spec
@@ -198,3 +199,72 @@ def test_the_executor_block_and_flags_are_part_of_the_spec(tmp_path):
     with pytest.raises(SpecError, match=r"executor.kind: Input should be 'debug', 'local' or"):
         tiny_spec(executor={"kind": "k8s"})
     assert pd.notna(spec.to_dict()["executor"]["shards"])
+
+
+def test_a_shard_that_stopped_part_way_makes_the_merge_incomplete(tmp_path):
+    first, second = _two_shards(tmp_path)
+    # what a killed shard leaves: some rows, and run.json still saying it runs
+    killed = RunDirectory(second)
+    kept = killed.results().case_id.tolist()[:2]
+    killed.drop_rows(set(killed.results().case_id) - set(kept))
+    killed.update_info(status="running")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "merge", str(first), str(second), "--out",
+         str(tmp_path / "merged")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "incomplete (shard-2-of-2 running)" in result.stdout
+    info = RunDirectory(tmp_path / "merged").info()
+    assert info["status"] == "incomplete" and info["partial_shards"] == {"shard-2-of-2": "running"}
+
+
+def test_how_a_sweep_was_carried_out_does_not_stop_a_merge(tmp_path):
+    by_executor = tiny_spec(executor={"kind": "slurm", "shards": 2, "timeout_min": 5})
+    run_sweep(by_executor, tmp_path / "s1", shard=Shard(1, 2), quiet=True)
+    rerun = tiny_spec(executor={"kind": "slurm", "shards": 2, "timeout_min": 10})
+    run_sweep(rerun, tmp_path / "s2", shard=Shard(2, 2), quiet=True)
+    by_hand = tmp_path / "by-hand"
+    run_sweep(tiny_spec(), by_hand, shard=Shard(2, 2), quiet=True)  # `bench run --shard 2/2`
+    assert merge([tmp_path / "s1", tmp_path / "s2"], tmp_path / "m1").exit_code == 0
+    summary = merge([tmp_path / "s1", by_hand], tmp_path / "m2")
+    assert summary.exit_code == 0 and summary.cases == len(expand(tiny_spec()))
+    assert "executor" not in RunDirectory(tmp_path / "m2").spec()
+
+
+def test_cpu_shards_on_slurm_get_a_node_each_and_gpu_shards_do_not():
+    cpu = executors.executor_parameters(ExecutorOptions(kind="slurm"), cpu_only=True)
+    gpu = executors.executor_parameters(ExecutorOptions(kind="slurm"), cpu_only=False)
+    assert cpu["slurm_exclusive"] is True and "slurm_exclusive" not in gpu
+    shared = ExecutorOptions(kind="slurm", exclusive=False)
+    assert "slurm_exclusive" not in executors.executor_parameters(shared, cpu_only=True)
+
+
+class _LostJob:
+    """A job the scheduler no longer knows: never done, its state unknown."""
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+    def done(self):
+        return False
+
+    @property
+    def state(self):
+        return "UNKNOWN"
+
+
+def test_a_wait_for_shards_the_scheduler_lost_ends_with_their_states(tmp_path, monkeypatch, capsys):
+    class Executor:
+        def map_array(self, fn, *args):
+            return [_LostJob(f"77_{i}") for i in range(len(args[0]))]
+
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: Executor())
+    monkeypatch.setattr(executors, "wait_limit_s", lambda options: 0.5)
+    monkeypatch.setattr(executors, "POLL_S", 0.05)
+    started = time.monotonic()
+    code = run_sharded(tiny_spec().to_dict(), tmp_path / "run", ExecutorOptions(kind="slurm"))
+    assert code == 1 and time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "shard 1/2: job 77_0, state UNKNOWN" in err and "shard 2/2: job 77_1" in err
+    assert "scancel 77_0 77_1" in err and "run the same command again" in err

@@ -189,6 +189,11 @@ class ExecutorOptions(BaseModel):
     gpus_per_task: int = Field(0, ge=0)
     cpus_per_task: int | None = Field(None, ge=1)
     slurm_array_parallelism: int | None = Field(None, ge=1, description="shards running at once")
+    exclusive: bool | None = Field(
+        None,
+        description="each Slurm shard a whole node; default: yes for CPU-only sweeps (CPU "
+        "shards sharing a node would time each other), no where each shard has its own GPU",
+    )
     slurm_additional: dict[str, str] = Field(
         default_factory=dict, description="any other sbatch option, e.g. {account: my-lab}"
     )
