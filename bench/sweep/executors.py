@@ -222,8 +222,12 @@ def _outcome(shard: Shard, job) -> bool:
     except Exception as error:  # the job itself died: named, with its log
         print(f"shard {shard.label}: failed ({type(error).__name__})", file=sys.stderr, flush=True)
         return False
-    print(f"shard {shard.label}: done (exit {code})", flush=True)
-    return code in (0, 1)
+    if code in (0, 1):
+        print(f"shard {shard.label}: done (exit {code})", flush=True)
+        return True
+    why = "interrupted: cancelled, past its limit or Ctrl-C" if code == 130 else "exit"
+    print(f"shard {shard.label}: failed ({why}, exit {code})", file=sys.stderr, flush=True)
+    return False
 
 
 def _promote(merged: Path, out: Path) -> None:

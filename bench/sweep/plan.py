@@ -41,7 +41,8 @@ def start_run(
 ) -> SweepRun:
     """A new run directory (`out`, or results/<run id>) for `cases` (default: the spec's, or
     its shard's)."""
+    cases = cases_of(spec, shard) if cases is None else cases  # before the directory exists
     run_id = new_run_id()
     run_dir = RunDirectory(out or Path("results") / run_id)
     run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id, shard)
-    return SweepRun(spec, run_dir, run_id, cases_of(spec, shard) if cases is None else cases, shard)
+    return SweepRun(spec, run_dir, run_id, cases, shard)
