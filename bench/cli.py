@@ -1,4 +1,5 @@
-"""``python -m bench run | list | report``: the suite's command line."""
+"""``python -m bench run | list | schema | merge | report | compare | fused | network | ab``:
+the suite's command line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import attention_variants as av
 
+from .programs import add_fused_arguments, add_network_arguments, command_fused, command_network
 from .sweep.plugins import load_plugin
 from .sweep.presets import PRESETS
 from .sweep.shards import Shard
@@ -418,6 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")
     cmp.add_argument("--json", metavar="FILE", help="also write the verdict as JSON here")
     cmp.set_defaults(handler=command_compare)
+    fused = commands.add_parser(
+        "fused", help="fused blocks against eager and a copy, per shape and layout (a sweep)"
+    )
+    add_fused_arguments(fused)
+    fused.set_defaults(handler=command_fused)
+    network = commands.add_parser(
+        "network", help="ResNet plain, with each block eager and fused, in turns (a sweep)"
+    )
+    add_network_arguments(network)
+    network.set_defaults(handler=command_network)
     ab = commands.add_parser(
         "ab",
         help="sweep two git revisions interleaved on this machine, then compare",

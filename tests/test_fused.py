@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -11,8 +12,11 @@ import attention_variants.fused as fused_package
 from attention_variants.backbones import resnet18
 from attention_variants.fused import ops
 from attention_variants.fused.cpu import extension
-from bench.measurement import network_benchmark
+from bench import cli
 from bench.measurement.counting import count
+from bench.measurement.fixed_cost import fixed_cost
+from bench.report import comparisons
+from bench.sweep.rundir import read_results
 
 # awkward on purpose: H*W not a multiple of any block, C not a multiple of the channel block,
 # C smaller than the halo, k = 1, 3, 5, 7, batch 1
@@ -218,31 +222,88 @@ def test_strided_inputs_are_handled(name):
     torch.testing.assert_close(x_fused.grad[:, :, :, ::2], x_eager.grad, rtol=0, atol=1e-4)
 
 
-def test_network_comparison_times_the_networks_in_turns_as_ratios_to_plain(tmp_path, capsys):
-    code = network_benchmark.main([
-        "--depth", "18", "--resolution", "64", "--batch-sizes", "2,3", "--modes", "infer,train",
-        "--blocks", "eca", "--compile", "none", "--rounds", "2", "--budget-s", "0.02",
-        "--out", str(tmp_path), "--profile",
+def test_bench_network_writes_a_run_directory_with_ratios_to_the_plain_network(tmp_path, capsys):
+    out = tmp_path / "network"
+    code = cli.main([
+        "network", "--depth", "18", "--resolution", "32", "--batch-sizes", "2,3",
+        "--modes", "infer,train", "--blocks", "eca", "--rounds", "2", "--budget-s", "0.02",
+        "--out", str(out), "--quiet",
     ])  # fmt: skip
     assert code == 0
-    rows = pd.read_csv(tmp_path / "network.csv")
-    assert len(rows) == 2 * 2 * 3  # modes x batches x (plain, eca, eca_fused)
-    plain = rows[rows["kind"] == "plain"]
-    assert (plain["ratio_to_plain"] == 1.0).all()
-    assert set(rows["kind"]) == {"plain", "eager", "fused"} and (rows["rounds"] == 2).all()
-    assert (rows["ratio_to_plain"] > 0).all() and rows["ratio_ci_low"].notna().all()
-    text = (tmp_path / "network.md").read_text()
-    assert text.count("| infer ") == 2 and text.count("| train ") == 2  # a line per batch
-    assert "eca_fused" in text and "attention_variants_cpu::eca_gate" in text  # the profile
+    results = read_results(out)  # an ordinary run directory: every case a row
+    assert len(results) == 2 * 2 * 3 and (results["status"] == "ok").all()  # modes x batches x 3
+    assert set(results["variant_label"]) == {"none", "eca", "eca_fused"}
+    tables = sorted((out / "tables").glob("network_ratio_*.csv"))
+    assert len(tables) == 1
+    raw = pd.read_csv(tables[0])
+    plain = raw[raw["network"] == "plain"]
+    assert len(plain) == 4 and (plain["ratio_to_plain"] == 1.0).all()
+    assert (raw["rounds"] == 2).all() and (raw["ratio_to_plain"] > 0).all()
+    others = raw[raw["network"] != "plain"]
+    assert others["ratio_ci_low"].notna().all()
+    assert (others["ratio_ci_low"] <= others["ratio_to_plain"]).all()
+    assert (others["ratio_to_plain"] <= others["ratio_ci_high"]).all()
+    printed = capsys.readouterr().out
+    assert printed.count("| infer ") == 2 and printed.count("| train ") == 2  # a line per batch
+    assert "eca_fused" in printed
+
+
+def test_network_ratios_are_the_geometric_mean_of_per_round_ratios():
+    # two networks, three rounds each: the ratio is exp(mean(log(t / plain))) over the rounds
+    rows = pd.DataFrame({
+        "case_id": ["p", "e"], "mode": "infer", "batch": 2, "variant_label": ["none", "eca"],
+        "compile": False, "quality_flags": [(), ("unstable",)],
+    })  # fmt: skip
+    plain, eca = [1.0, 2.0, 4.0], [1.5, 2.0, 6.0]
+    samples = pd.DataFrame({
+        "case_id": ["p"] * 3 + ["e"] * 3, "round": [0, 1, 2] * 2, "seconds_per_call": plain + eca,
+    })  # fmt: skip
+    display, raw = comparisons.network_ratio_table(rows, samples)
+    expected = math.exp(sum(math.log(e / p) for e, p in zip(eca, plain, strict=True)) / 3)
+    got = raw.set_index("network").loc["eca"]
+    assert got["ratio_to_plain"] == pytest.approx(expected)
+    assert got["ratio_ci_low"] < expected < got["ratio_ci_high"] and got["quality"] == "unstable"
+    assert display.loc[0, "plain"] == "2000.0 ms"  # the plain network's median
+    assert display.loc[0, "eca"].startswith(f"{expected:.3f} [") and display.loc[0, "eca"].endswith(
+        "†"
+    )
+
+
+def test_bench_fused_sets_each_block_beside_its_twin_and_a_copy(tmp_path, capsys):
+    out = tmp_path / "fused"
+    code = cli.main([
+        "fused", "--shapes", "2x32x8x8,1x16x12x10", "--rounds", "2", "--budget-s", "0.005",
+        "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    results = read_results(out)
+    shapes = {(r.batch, r.channels, r.height, r.width) for r in results.itertuples()}
+    assert shapes == {(2, 32, 8, 8), (1, 16, 12, 10)}
+    assert len(results) == 2 * 2 * 4  # shapes x layouts x the four blocks
+    raw = pd.read_csv(next((out / "tables").glob("fused_*.csv")))
+    # each shape and layout once per block, fused / eager the two ratios' quotient
+    assert len(raw) == len(results) // 2 and set(raw["block"]) == {"eca", "se"}
+    assert raw["fused_over_eager"].to_numpy() == pytest.approx(
+        (raw["fused_over_copy"] / raw["eager_over_copy"]).to_numpy()
+    )
+    assert (raw["copy_ms"] > 0).all()
+    assert "fused / eager" in capsys.readouterr().out
+
+
+def test_over_copy_is_the_median_of_paired_ratios():
+    samples = pd.DataFrame({
+        "case_id": ["a"] * 3 + ["b"] * 2, "seconds_per_call": [2.0, 3.0, 10.0, 1.0, 1.0],
+        "reference_seconds_per_call": [1.0, 1.0, 1.0, 2.0, None],
+    })  # fmt: skip
+    ratios = comparisons.over_copy(samples)
+    assert ratios["a"] == 3.0 and ratios["b"] == 0.5  # a sample without its copy is left out
 
 
 def test_fixed_cost_lists_every_way_to_call_a_block(capsys):
-    from bench.measurement import fused_benchmark
-
-    fused_benchmark.fixed_cost(repeats=1, number=10)
-    lines = capsys.readouterr().out.splitlines()
+    lines = fixed_cost(repeats=1, number=10)
     assert len(lines) == 8 and lines[1].startswith("x.clone()")
     assert all(float(line.split()[-2]) > 0 for line in lines[1:])
+    assert capsys.readouterr().out.splitlines() == lines
 
 
 def test_each_source_of_the_cpu_kernels_has_a_build_of_its_own(tmp_path, monkeypatch):

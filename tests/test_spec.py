@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bench.sweep.cases import expand
 from bench.sweep.presets import PRESETS
-from bench.sweep.spec import SpecError, build_spec
+from bench.sweep.spec import SpecError, build_spec, spec_from_dict
 from bench.sweep.variant_expr import VariantSpec, split_top_level
 
 
@@ -295,3 +295,35 @@ def test_rounds_on_the_command_line_set_the_timing_budget():
     spec, _ = build_spec("quick", overrides=_overrides(args))
     assert spec.timing.rounds == 5
     assert spec.timing.max_time_s == PRESETS["quick"]["timing"]["max_time_s"]  # the rest stays
+
+
+def test_shapes_replace_the_product_of_batches_channels_and_resolutions():
+    spec, _ = build_spec("quick", overrides={
+        "variants": "eca", "references": False, "modes": "infer",
+        "shapes": ["2x16x7x5", [1, 8, 3, 3]],
+    })  # fmt: skip
+    got = [(c.batch, c.channels, c.height, c.width) for c in expand(spec)]
+    assert got == [(2, 16, 7, 5), (1, 8, 3, 3)]  # in order, nothing of the preset's channels
+    assert spec_from_dict(spec.model_dump(mode="json"))[0].shapes == spec.shapes  # round-trips
+    with pytest.raises(SpecError) as excinfo:
+        build_spec("quick", overrides={"shapes": ["2x16x7", "0x1x1x1"]})
+    problems = " ".join(excinfo.value.problems)
+    assert "shapes[0]" in problems and "shapes[1][0]" in problems
+
+
+def test_options_are_checked_at_the_channels_of_the_shapes():
+    with pytest.raises(SpecError) as excinfo:
+        build_spec("quick", overrides={"variants": "se(reduction=32)", "shapes": ["1x16x4x4"]})
+    (problem,) = excinfo.value.problems
+    assert problem.startswith("variants: se(reduction=32) at channels=16")
+
+
+def test_a_saved_network_block_with_one_batch_size_still_reads():
+    saved = build_spec("network", overrides={"network": {"variants": ["eca"]}})[0]
+    raw = saved.model_dump(mode="json")
+    del raw["network"]["batch_sizes"]
+    raw["network"]["batch_size"] = 4  # as specs saved before batch_sizes wrote it
+    spec, _ = spec_from_dict(raw)
+    assert spec.network.batch_sizes == [4]
+    cases = [c for c in expand(spec) if c.role == "network"]
+    assert {c.batch for c in cases} == {4} and len(cases) == 2 * 2  # modes x (plain, eca)

@@ -51,7 +51,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
 
-from ..measurement.statistics import geometric_mean_interval
+from ..report.statistics import geometric_mean_interval
 from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
 __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]

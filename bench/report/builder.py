@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..sweep.rundir import RunDirectory, RunDirectoryError
-from . import plots, tables
+from . import comparisons, plots, tables
 
 
 def _ceiling_for(ceilings: pd.DataFrame | None, device: str, dtype: str) -> pd.Series | None:
@@ -72,6 +72,20 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         if charts:
             written += plots.memory_vs_resolution(rows, plot_dir, name, colours)
 
+    samples = RunDirectory(run_dir).samples() if RunDirectory(run_dir).has_samples() else None
+    if samples is not None and comparisons.fused_pairs(blocks):
+        for name, rows in tables.groups(blocks, ["device", "dtype", *per_machine]):
+            display, raw = comparisons.fused_table(rows, samples)
+            if display.empty:
+                continue
+            caption = (
+                f"Fused against eager, {_setting(name)}: each block's median time as a multiple "
+                "of a copy of the same tensor timed right after each sample (one read and one "
+                "write: the memory floor), and fused / eager."
+            )
+            written += tables.write_table(display, raw, table_dir, f"fused_{name}", caption)
+            sections += _section(f"Fused against eager, {_setting(name)}", name, "fused")
+
     network = tables.ok_rows(results, role="network")
     per_batch = per_machine + (["batch"] if network["batch"].nunique() > 1 else [])
     for name, rows in tables.groups(
@@ -86,6 +100,21 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         written += tables.write_table(display, raw, table_dir, f"network_{name}", caption)
         if charts:
             written += plots.network_overhead(raw, plot_dir, name, colours)
+    for name, rows in tables.groups(
+        network if samples is not None else network.iloc[:0],
+        ["model", "device", "dtype", "memory_format", *per_machine],
+    ):
+        display, raw = comparisons.network_ratio_table(rows, samples)
+        if display.empty or len(raw) <= len(display):  # the plain network alone: nothing to set
+            continue
+        caption = (
+            f"{_setting(name)}: each network's time as a ratio to the plain (eager) network in "
+            f"the same round, geometric mean over rounds [95% CI]; plain in ms per call; "
+            f"{tables.FLAGGED_MARK} flagged in `quality`."
+        )
+        written += tables.write_table(display, raw, table_dir, f"network_ratio_{name}", caption)
+        sections += _section(f"Networks against the plain one, {_setting(name)}", name,
+                             "network_ratio")  # fmt: skip
 
     failed = tables.failures_table(results)
     if not failed.empty:

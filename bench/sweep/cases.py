@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -118,19 +119,29 @@ def expand(spec: SweepSpec) -> list[Case]:
     for device, dtype, mode, fmt, compiled in settings:
         if not spec.variants:
             break  # a network-only sweep
-        for batch in spec.batch_sizes:
-            for channels in spec.channels:
-                for height, width in spec.resolutions:
-                    shape = (batch, channels, height, width, dtype, device, mode, fmt, compiled)
-                    for reference in references:
-                        cases.append(Case("reference", reference, *shape))
-                    for variant in spec.variants:
-                        if spec.references and variant.label == "identity":
-                            continue  # already measured as a reference
-                        cases.append(Case("variant", variant, *shape))
+        for batch, channels, height, width in shapes_of(spec):
+            shape = (batch, channels, height, width, dtype, device, mode, fmt, compiled)
+            for reference in references:
+                cases.append(Case("reference", reference, *shape))
+            for variant in spec.variants:
+                if spec.references and variant.label == "identity":
+                    continue  # already measured as a reference
+                cases.append(Case("variant", variant, *shape))
     if spec.network is not None:
         cases.extend(_network_cases(spec))
     return cases
+
+
+def shapes_of(spec: SweepSpec) -> list[tuple[int, int, int, int]]:
+    """The block shapes of a sweep: its `shapes`, or batch sizes x channels x resolutions."""
+    if spec.shapes:
+        return list(spec.shapes)
+    return [
+        (batch, channels, height, width)
+        for batch in spec.batch_sizes
+        for channels in spec.channels
+        for height, width in spec.resolutions
+    ]
 
 
 def _network_cases(spec: SweepSpec) -> Iterator[Case]:
@@ -142,11 +153,11 @@ def _network_cases(spec: SweepSpec) -> Iterator[Case]:
             for mode in network.modes:
                 for fmt in spec.memory_formats:
                     for compiled in spec.compile:
-                        for variant in variants:
+                        for batch, variant in product(network.batch_sizes, variants):
                             yield Case(
                                 "network",
                                 variant,
-                                network.batch_size,
+                                batch,
                                 3,
                                 network.resolution,
                                 network.resolution,

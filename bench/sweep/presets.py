@@ -47,9 +47,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         "description": "ResNet-50 with each variant at 224x224 (the ECA-Net paper's table)",
         "variants": [],
         "devices": ["auto"],
-        "network": {"depth": 50, "resolution": 224, "batch_size": 8},
+        "network": {"depth": 50, "resolution": 224, "batch_sizes": [8]},
         # one round: an input of 8x3x224x224 does not sit in cache, so fresh copies add
         # nothing; the cap leaves a training step of about a second 6 samples (a 95% CI)
         "timing": {"min_time_s": 0.5, "max_time_s": 8.0, "min_samples": 6, "rounds": 1},
+    },
+    "fused": {
+        "description": "fused ECA and SE against eager and a copy, per shape and layout "
+        "(bench fused)",
+        "variants": ["eca", "eca_fused", "se", "se_fused"],
+        # at or under 32 MiB on CPUs: above that every fresh output is mapped anew and page
+        # faults hide what a kernel does
+        "shapes": [
+            "8x256x56x56",
+            "64x512x14x14",
+            "32x256x28x28",
+            "16x128x56x56",
+            "4x64x56x56",
+            "4x256x14x14",
+        ],
+        "memory_formats": ["contiguous", "channels_last"],
+        "modes": ["infer"],
+        "devices": ["cpu"],
+        "references": False,  # each sample's paired copy is the floor these are read against
+        "timing": {"warmup_s": 0.05, "min_time_s": 0.2, "max_time_s": 0.8, "rounds": 3},
+    },
+    "network-fused": {
+        "description": "ResNet-50 plain, with eca, se and their fused versions, batch 1, 4 "
+        "and 8, timed in turns (bench network)",
+        "variants": [],
+        "devices": ["cpu"],
+        "network": {
+            "depth": 50,
+            "resolution": 224,
+            "batch_sizes": [1, 4, 8],
+            "variants": ["eca", "eca_fused", "se", "se_fused"],
+        },
+        # each network about 0.2 s a round, 8 rounds; a slow training step takes a call a round
+        "timing": {
+            "warmup_s": 0.0,
+            "min_time_s": 1.6,
+            "max_time_s": 12.0,
+            "min_samples": 3,
+            "rounds": 8,
+        },
     },
 }

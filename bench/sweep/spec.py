@@ -85,6 +85,13 @@ def _resolution(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _shape(value: Any) -> Any:
+    """``"8x256x56x56"`` or ``[8, 256, 56, 56]`` -> (8, 256, 56, 56): batch, channels, H, W."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\s*[xX]\s*\d+){3}\s*", value):
+        return tuple(int(part) for part in re.split(r"[xX]", value))
+    return tuple(value) if isinstance(value, list) else value
+
+
 PositiveInt = Annotated[int, Field(ge=1)]
 Variant = Annotated[
     VariantSpec,
@@ -115,6 +122,20 @@ Resolution = Annotated[
                 {"type": "string", "pattern": r"^\d+x\d+$"},
                 {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2,
                  "maxItems": 2},
+            ]
+        }
+    ),
+]  # fmt: skip
+Shape = Annotated[
+    tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt],
+    BeforeValidator(_shape),
+    PlainSerializer(lambda s: "x".join(map(str, s)), return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\d+x\d+x\d+x\d+$"},
+                {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 4,
+                 "maxItems": 4},
             ]
         }
     ),
@@ -205,7 +226,7 @@ class NetworkSpec(BaseModel):
     model_config = STRICT
     depth: Literal[18, 34, 50, 101, 152] = Field(50, description="ResNet depth")
     resolution: PositiveInt = Field(224, description="input height and width")
-    batch_size: PositiveInt = 8
+    batch_sizes: ListOf(PositiveInt, "batch sizes", [8])
     modes: ListOf(Literal["infer", "train"], "infer and/or train", ["infer", "train"])
     include_plain: bool = Field(True, description="also the backbone without attention")
     variants: Annotated[
@@ -213,6 +234,15 @@ class NetworkSpec(BaseModel):
         BeforeValidator(_variants),
         Field(validate_default=True, description="attention in every block; [] = all but identity"),
     ] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_batch_size(cls, data: Any) -> Any:
+        """`batch_size: 8`, as specs before `batch_sizes` wrote it, is one batch size."""
+        if isinstance(data, dict) and "batch_size" in data and "batch_sizes" not in data:
+            data = {**data, "batch_sizes": data["batch_size"]}
+            del data["batch_size"]
+        return data
 
     @field_validator("variants")
     @classmethod
@@ -233,6 +263,13 @@ class SweepSpec(BaseModel):
     plugins: ListOf(str, "modules or .py files that register variants", [], min_length=0)
     batch_sizes: ListOf(PositiveInt, "batch sizes", [8])
     channels: ListOf(PositiveInt, "channel counts", [64, 256])
+    shapes: ListOf(
+        Shape,
+        "BxCxHxW shapes, each a case: when given, they replace batch_sizes x channels x "
+        "resolutions",
+        [],
+        min_length=0,
+    )
     variants: Annotated[
         list[Variant],
         BeforeValidator(_variants),
@@ -258,7 +295,8 @@ class SweepSpec(BaseModel):
     @classmethod
     def _every_variant_builds(cls, variants: list[VariantSpec], info: ValidationInfo):
         if "channels" in info.data:
-            _check_builds(variants, info.data["channels"])
+            shapes = info.data.get("shapes") or []
+            _check_builds(variants, sorted({s[1] for s in shapes}) or info.data["channels"])
         return list(dict.fromkeys(variants))
 
     @field_validator("devices")

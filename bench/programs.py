@@ -1,0 +1,107 @@
+"""`bench fused` and `bench network`: named sweeps (presets `fused` and `network-fused`) run
+into an ordinary run directory, reported, and their comparison table printed.
+
+Each is a sweep like any other, measured by the one measurement path, so `bench report` and
+`bench compare` read its run directory as they read any sweep's; the tables come from
+`bench.report.comparisons`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# the shapes of `bench fused --device cuda`: large enough to leave the GPU's L2
+GPU_SHAPES = ["32x256x56x56", "128x512x14x14", "64x1024x14x14", "32x2048x7x7", "256x256x28x28",
+              "8x64x112x112"]  # fmt: skip
+
+
+def add_fused_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--mode", default="infer", choices=["infer", "train"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=0.2, help="least timing per case")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile of each")
+    parser.add_argument("--shapes", help="BxCxHxW,... (default: the preset's, or GPU_SHAPES)")
+    parser.add_argument("--fixed-cost", action="store_true", help="only a call's fixed cost")
+    _common(parser)
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--modes", default="infer,train")
+    parser.add_argument("--blocks", default="eca,se", help="each eager and fused")
+    parser.add_argument("--compile", action="store_true", help="also every network compiled")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--budget-s", type=float, default=1.6, help="least timing per network")
+    parser.add_argument("--profile", action="store_true", help="a torch.profiler trace each")
+    _common(parser)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: results/<run id>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def fused_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "devices": args.device, "modes": args.mode, "compile": "off,on" if args.compile else "off",
+        "timing": {"rounds": args.rounds, "min_time_s": args.budget_s,
+                   "max_time_s": 4 * args.budget_s},
+    }  # fmt: skip
+    if args.shapes:
+        overrides["shapes"] = args.shapes.split(",")
+    elif args.device.startswith("cuda"):
+        overrides["shapes"] = GPU_SHAPES
+    return overrides
+
+
+def network_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    blocks = [b for block in args.blocks.split(",") for b in (block, f"{block}_fused")]
+    return {
+        "devices": args.device, "compile": "off,on" if args.compile else "off",
+        "profile": args.profile or None,
+        "network": {"depth": args.depth, "resolution": args.resolution,
+                    "batch_sizes": args.batch_sizes, "modes": args.modes, "variants": blocks},
+        "timing": {"rounds": args.rounds, "min_time_s": args.budget_s,
+                   "max_time_s": max(12.0, 4 * args.budget_s)},
+    }  # fmt: skip
+
+
+def run_program(preset: str, overrides: dict[str, Any], args: argparse.Namespace, table: str):
+    """Run `preset` with `overrides` into a run directory, report it, print tables/`table`*."""
+    from .report.builder import report
+    from .sweep.runner import run_sweep
+    from .sweep.spec import SpecError, build_spec
+
+    try:
+        spec, _ = build_spec(preset, None, {k: v for k, v in overrides.items() if v is not None})
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = run_sweep(spec, args.out, quiet=args.quiet)
+    print(summary.line())
+    if summary.interrupted:
+        print(f"resume with: python -m bench run --resume {summary.run_dir}")
+        return summary.exit_code
+    for path in sorted(report(summary.run_dir)):
+        if path.name.startswith(f"{table}_") and path.suffix == ".md":
+            print(f"\n{path}:\n\n{path.read_text()}")
+    return summary.exit_code
+
+
+def command_fused(args: argparse.Namespace) -> int:
+    if args.fixed_cost:
+        from .measurement.fixed_cost import fixed_cost
+
+        fixed_cost()
+        return 0
+    return run_program("fused", fused_overrides(args), args, "fused")
+
+
+def command_network(args: argparse.Namespace) -> int:
+    return run_program("network-fused", network_overrides(args), args, "network_ratio")
