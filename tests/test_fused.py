@@ -269,6 +269,31 @@ def test_network_ratios_are_the_geometric_mean_of_per_round_ratios():
     )
 
 
+def test_network_table_lines_run_by_mode_and_batch_with_plain_first_and_compiled_last():
+    # cases in the order a sweep may finish them: train first, batch 4 first, compiled first
+    cases = [
+        (mode, batch, label, compiled)
+        for mode in ("train", "infer") for batch in (4, 1)
+        for compiled in (True, False) for label in ("eca", "none")
+    ]  # fmt: skip
+    rows = pd.DataFrame({
+        "case_id": [f"c{i}" for i in range(len(cases))], "mode": [c[0] for c in cases],
+        "batch": [c[1] for c in cases], "variant_label": [c[2] for c in cases],
+        "compile": [c[3] for c in cases], "quality_flags": [()] * len(cases),
+    })  # fmt: skip
+    samples = pd.DataFrame({
+        "case_id": list(rows["case_id"]) * 2, "round": [0] * len(cases) + [1] * len(cases),
+        "seconds_per_call": [1.0] * len(cases) + [1.1] * len(cases),
+    })  # fmt: skip
+    display, _ = comparisons.network_ratio_table(rows, samples)
+    assert list(zip(display["mode"], display["batch"], strict=True)) == [
+        ("infer", 1), ("infer", 4), ("train", 1), ("train", 4),
+    ]  # fmt: skip
+    assert list(display.columns) == [
+        "mode", "batch", "plain", "eca", "plain compiled", "eca compiled",
+    ]  # fmt: skip
+
+
 def test_bench_fused_sets_each_block_beside_its_twin_and_a_copy(tmp_path, capsys):
     out = tmp_path / "fused"
     code = cli.main([

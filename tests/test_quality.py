@@ -177,12 +177,44 @@ def test_a_compiled_case_that_runs_eagerly_is_an_error():
         compile_module(_Uncapturable(), "infer", torch.randn(2, 3), backend="eager")
 
 
-def test_compiling_many_modules_in_turn_never_falls_back_to_eager():
-    # dynamo's recompile limit is 8: without a reset, the ninth module would run eagerly
+class _CountingBackend:
+    """A dynamo backend that counts the graphs it compiles and the calls each compiled graph
+    gets: a kept module that ran its compiled graph again adds a call and no graph."""
+
+    def __init__(self):
+        self.graphs = 0
+        self.calls = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+
+        def run(*args):
+            self.calls += 1
+            return graph_module.forward(*args)
+
+        return run
+
+
+def test_compiled_modules_kept_through_a_sweep_run_compiled_in_every_round():
+    # 11 modules of one class: past dynamo's default limit of 8 entries per code object, and
+    # each called again after all were compiled, as a sweep's later rounds call them
+    backend = _CountingBackend()
+    kept = []
     for channels in range(16, 16 + 8 * 11, 8):
         x = torch.randn(2, channels, 4, 4)
-        _, stats = compile_module(av.create("se", channels, reduction=8), "infer", x, "eager")
+        compiled, stats = compile_module(
+            av.create("se", channels, reduction=8), "infer", x, backend
+        )
         assert stats.graphs >= 1 and stats.graph_breaks == 0
+        kept.append((compiled, x))
+    graphs = backend.graphs
+    for _ in range(2):  # two later rounds
+        for compiled, x in kept:
+            calls = backend.calls
+            with torch.inference_mode():
+                compiled(x)
+            assert backend.calls == calls + 1, "the kept module ran eagerly"
+    assert backend.graphs == graphs, "a kept module was compiled again"
 
 
 class _FakeNvml:

@@ -78,26 +78,41 @@ class CaseMeasurement:
     compile_stats: CompileStats | None = None
 
 
+# a sweep keeps every compiled case alive at once (round after round): dynamo may hold an entry
+# for each, and one past that raises rather than running eagerly unannounced
+COMPILED_CASES_LIMIT = 1024
+
+
 def compile_module(
     module: nn.Module, mode: str, x: torch.Tensor, backend: str = "inductor"
 ) -> tuple[nn.Module, CompileStats]:
-    """`torch.compile(module, backend=backend)`, called once, with proof that dynamo captured
-    a graph.
+    """`torch.compile(module, backend=backend, dynamic=False)`, called once, with proof that
+    dynamo captured a graph.
 
-    The compiler's caches are reset first: compiling many modules in one process otherwise hits
-    dynamo's recompile limit, after which it runs them eagerly without a word.
+    The compiled modules of a sweep share code objects (one `forward` per module class) and are
+    each called again in every round, so dynamo's caches are never reset (a reset would make
+    each kept module recompile in its next round), its limit on entries per code object is
+    raised to `COMPILED_CASES_LIMIT`, and a case past that limit fails instead of silently
+    running eagerly. Shapes are static, so a case's compiled time does not depend on which other
+    shapes the sweep compiled before it.
     """
+    import torch._dynamo.config as dynamo_config
     from torch._dynamo.utils import counters
 
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILED_CASES_LIMIT)
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, COMPILED_CASES_LIMIT
+    )
+    dynamo_config.fail_on_recompile_limit_hit = True
     # lazy initialisation (a kernel library loaded on first use) runs eagerly, not traced
     mode_fn(mode, module, x)()
-    torch._dynamo.reset()
-    counters.clear()
-    compiled = torch.compile(module, backend=backend)
+    graphs_before = int(counters["stats"]["unique_graphs"])
+    breaks_before = int(sum(counters["graph_break"].values()))
+    compiled = torch.compile(module, backend=backend, dynamic=False)
     mode_fn(mode, compiled, x)()
     stats = CompileStats(
-        graphs=int(counters["stats"]["unique_graphs"]),
-        graph_breaks=int(sum(counters["graph_break"].values())),
+        graphs=int(counters["stats"]["unique_graphs"]) - graphs_before,
+        graph_breaks=int(sum(counters["graph_break"].values())) - breaks_before,
     )
     if stats.graphs == 0:
         raise CompileFallbackError(

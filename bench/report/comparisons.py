@@ -79,6 +79,10 @@ def network_ratio_table(
     """Per mode and batch, one column per network: its time / the plain eager network's in the
     same round, the geometric mean over rounds [95% t-interval]; the plain network in ms."""
     per_round = samples.groupby(["case_id", "round"])["seconds_per_call"].median()
+    # rows by mode and batch; columns plain first, the blocks in the sweep's order, compiled last
+    rows = rows.assign(_block=rows["variant_label"] != "none").sort_values(
+        ["mode", "batch", "compile", "_block"], kind="stable"
+    )
     records = []
     for (mode, batch), group in rows.groupby(["mode", "batch"], sort=False):
         plain = group[(group["variant_label"] == "none") & ~group["compile"]]
