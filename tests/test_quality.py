@@ -21,7 +21,7 @@ from bench.measurement.case import (
     time_rounds,
 )
 from bench.measurement.quality import CpuLoadWindow, load_flags, sample_flags
-from bench.measurement.timing import Measurement, combine, measure, median_ci_ranks
+from bench.measurement.timing import Measurement, combine, measure, median_ci_ranks, mode_fn
 from bench.sweep.rundir import measured_fields, quality_flags, quality_text
 
 linux_only = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat")
@@ -211,8 +211,7 @@ def test_compiled_modules_kept_through_a_sweep_run_compiled_in_every_round():
     for _ in range(2):  # two later rounds
         for compiled, x in kept:
             calls = backend.calls
-            with torch.inference_mode():
-                compiled(x)
+            mode_fn("infer", compiled, x)()
             assert backend.calls == calls + 1, "the kept module ran eagerly"
     assert backend.graphs == graphs, "a kept module was compiled again"
 
