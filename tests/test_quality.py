@@ -63,6 +63,67 @@ def test_a_busy_neighbour_on_every_cpu_is_contended():
     assert load_flags(window.load) == ["contended"]
 
 
+def _short_case_flags(rounds: int = 8) -> tuple[list[str], list]:
+    """A case whose rounds last about 10 ms each, far below /proc/stat's resolution alone,
+    timed with no earlier window in reach (another test's children, waited for, are ours)."""
+    quality._recent.clear()
+    budget = TimingBudget(
+        warmup_s=0.002, min_time_s=0.08, max_time_s=0.8, target_ci=0.5, rounds=rounds
+    )
+    x = torch.randn(8, 64, 14, 14)
+    timed = time_rounds("infer", av.create("eca", 64).eval(), x, budget=budget)
+    assert min(r.wall_s for r in timed) < quality.MIN_WINDOW_S  # too short to check alone
+    flags = sorted({f for r in timed for f in load_flags(r.cpu_load)})
+    return flags, [r.cpu_load for r in timed]
+
+
+@linux_only
+def test_a_short_case_beside_a_busy_process_is_contended():
+    neighbour = _busy_processes(1, seconds=30)[0]
+    try:
+        time.sleep(0.3)  # let it start spinning
+        flags, loads = _short_case_flags()
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert flags == ["contended"], loads
+    assert any(load.window_s > 2 * load.wall_s for load in loads)  # seen through the widening
+
+
+@linux_only
+def test_a_short_case_on_a_quiet_machine_is_not_contended():
+    flags, loads = _short_case_flags()
+    assert flags == [], loads
+
+
+def test_a_short_window_is_widened_back_through_earlier_readings(monkeypatch):
+    """Scripted /proc/stat: a neighbour kept one of two CPUs busy from t=0; our rounds last
+    10 ms each and use no CPU of their own."""
+    monkeypatch.setattr(quality, "_recent", quality.deque(maxlen=512))
+    monkeypatch.setattr(quality, "_usable_cpus", lambda: {0, 1})
+    clock = {"t": 0.0}
+
+    def read(cpus):
+        return quality._Reading(cpus, clock["t"], busy=clock["t"], own=0.0)
+
+    monkeypatch.setattr(quality, "_read", read)
+    loads = []
+    for _ in range(60):
+        with CpuLoadWindow(threads=2) as window:
+            clock["t"] += 0.010
+        clock["t"] += 0.001  # the runner's work between rounds
+        loads.append(window.load)
+    assert loads[0].window_s == pytest.approx(0.010) and not loads[0].contended  # slack wins
+    assert loads[-1].window_s >= quality.MIN_WINDOW_S
+    assert loads[-1].window_s < quality.MIN_WINDOW_S + 0.02  # the latest reading old enough
+    assert loads[-1].other_share == pytest.approx(0.5, abs=0.05)  # one CPU of two
+    assert loads[-1].contended
+    clock["t"] += quality.MAX_WIDENED_S + 1  # long after: nothing to widen through
+    with CpuLoadWindow(threads=2) as window:
+        clock["t"] += 0.010
+    assert window.load.window_s == pytest.approx(0.010)
+
+
 def test_without_proc_stat_contention_is_unchecked_not_ok(monkeypatch, tmp_path):
     monkeypatch.setattr(quality, "PROC_STAT", tmp_path / "absent")
     with CpuLoadWindow(threads=1) as window:

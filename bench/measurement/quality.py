@@ -4,8 +4,13 @@ A row's `quality` is ``ok`` or its flags joined by ``;``:
 
 - ``contended``: other processes used the CPUs this process may run on while the case was timed.
   From ``/proc/stat``: the busy time (user, nice, system, irq, softirq, steal) of those CPUs over
-  the timed window, minus this process's own CPU time, is more than CONTENDED_SHARE of the
-  window's wall time x the threads in use. Steal time (a hypervisor running someone else) counts.
+  the checked window, minus this process's own CPU time (and its finished children's, such as a
+  compiler it waited for), is more than CONTENDED_SHARE of the window's wall time x the threads
+  in use. Steal time (a hypervisor running someone else) counts. ``/proc/stat`` counts in
+  ticks (10 ms), so a round shorter than MIN_WINDOW_S is checked over a window widened back to
+  MIN_WINDOW_S through the readings of the rounds timed before it in this process (a sweep's
+  cases run back to back): a busy neighbour is seen beside a 10 ms round too, and a
+  neighbour that ran just before the round flags it as well.
 - ``contention_unchecked``: ``/proc/stat`` cannot be read (not Linux): contention is unknown,
   not absent.
 - ``unstable``: the samples spread beyond what the stop rule allows: the stop rule aims at a
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +35,8 @@ import torch
 from .timing import MIN_SAMPLES_FOR_CI, Measurement
 
 CONTENDED_SHARE = 0.10
+MIN_WINDOW_S = 0.5  # against 2 ticks of slack per CPU, a neighbour on one CPU reads as >= 30%
+MAX_WIDENED_S = 5.0  # an older reading would dilute a neighbour over minutes
 UNSTABLE_CI = 0.10
 FLAGS = (
     "contended",
@@ -79,12 +87,50 @@ class CpuLoad:
     """Other processes' CPU use over a window, as a share of wall time x threads in use."""
 
     other_share: float | None  # None: could not be measured
-    wall_s: float
+    wall_s: float  # the timed stretch
     threads: int
+    window_s: float = float("nan")  # the stretch checked: wall_s, or widened to MIN_WINDOW_S
 
     @property
     def contended(self) -> bool:
         return self.other_share is not None and self.other_share > CONTENDED_SHARE
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """The CPUs' busy seconds and this process's own at one instant."""
+
+    cpus: frozenset[int]
+    wall: float
+    busy: float | None
+    own: float
+
+
+def _read(cpus: frozenset[int]) -> _Reading:
+    times = os.times()  # children's time: compilers this process started and waited for
+    own = time.process_time() + times.children_user + times.children_system
+    return _Reading(cpus, time.perf_counter(), _busy_cpu_seconds(set(cpus)), own)
+
+
+# the readings of this process's recent windows, to widen a short one back through them
+_recent: deque[_Reading] = deque(maxlen=512)
+
+
+def _widened_start(start: _Reading, end: _Reading) -> _Reading:
+    """The latest recent reading at least MIN_WINDOW_S before `end` (the earliest within
+    MAX_WIDENED_S if none is that old), or `start` when the window itself is long enough."""
+    if end.wall - start.wall >= MIN_WINDOW_S:
+        return start
+    chosen = start
+    for reading in reversed(_recent):
+        if end.wall - reading.wall > MAX_WIDENED_S:
+            break
+        if reading.cpus != start.cpus or reading.busy is None or reading.wall > start.wall:
+            continue
+        chosen = reading
+        if end.wall - reading.wall >= MIN_WINDOW_S:
+            break
+    return chosen
 
 
 class CpuLoadWindow:
@@ -92,27 +138,26 @@ class CpuLoadWindow:
 
     def __init__(self, threads: int):
         self.threads = max(1, threads)
-        self.cpus = _usable_cpus()
+        self.cpus = frozenset(_usable_cpus())
         self.load: CpuLoad | None = None
 
     def __enter__(self) -> CpuLoadWindow:
-        self._busy = _busy_cpu_seconds(self.cpus)
-        self._own = time.process_time()
-        self._wall = time.perf_counter()
+        self._start = _read(self.cpus)
         return self
 
     def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self._wall
-        own = time.process_time() - self._own
-        busy = _busy_cpu_seconds(self.cpus)
-        share = None
-        if self._busy is not None and busy is not None and wall > 0:
+        end = _read(self.cpus)
+        wall = end.wall - self._start.wall
+        start = _widened_start(self._start, end)
+        _recent.extend((self._start, end))
+        share, window = None, end.wall - start.wall
+        if start.busy is not None and end.busy is not None and window > 0:
             # /proc/stat counts in ticks: each CPU's count can be off by a tick at either end,
             # which a short window would otherwise read as another process's work
             slack = 2 * len(self.cpus) / os.sysconf("SC_CLK_TCK")
-            other = max(0.0, (busy - self._busy) - own - slack)
-            share = other / (wall * self.threads)
-        self.load = CpuLoad(share, wall, self.threads)
+            other = max(0.0, (end.busy - start.busy) - (end.own - start.own) - slack)
+            share = other / (window * self.threads)
+        self.load = CpuLoad(share, wall, self.threads, window)
 
 
 def sample_flags(measurement: Measurement) -> list[str]:
