@@ -353,6 +353,7 @@ def command_compare(args: argparse.Namespace) -> int:
             threshold=parse_threshold(args.threshold),
             alpha=args.alpha,
             reference=None if args.absolute else args.reference,
+            strict=args.strict,
         )
     except CompareInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -379,6 +380,7 @@ def command_ab(args: argparse.Namespace, sweep_args: list[str]) -> int:
         out=args.out,
         threshold=args.threshold,
         alpha=args.alpha,
+        strict=args.strict,
     )
 
 
@@ -457,6 +459,12 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.05,
         help="false discovery rate over the suite's cases (Benjamini-Hochberg; default 0.05)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 when a case is undetermined (its interval reaches past a threshold's "
+        "bound), not only when one is inconclusive",
     )
 
 

@@ -43,6 +43,7 @@ def run_ab(
     out: str | None = None,
     threshold: str = "10%",
     alpha: float = 0.05,
+    strict: bool = False,
 ) -> int:
     """Run `bench run SWEEP_ARGS` for BASE and NEW, alternating, then `bench compare`."""
     out_dir = Path(
@@ -92,8 +93,9 @@ def run_ab(
                     )
     try:
         result = compare(
-            out_dir / "base", out_dir / "new", threshold=parse_threshold(threshold), alpha=alpha
-        )
+            out_dir / "base", out_dir / "new", threshold=parse_threshold(threshold), alpha=alpha,
+            strict=strict,
+        )  # fmt: skip
     except CompareInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

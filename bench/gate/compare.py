@@ -13,31 +13,48 @@ the log of its reference's median in the same round: by default the copy of the 
 timed right after each sample, or ``--reference NAME``'s median in that round. (pytest-benchmark
 JSON without the suite's rounds counts each of its samples as a round.)
 
-The log ratio NEW / BASE is estimated by a regression over the rounds of both sides: log time
-on a side indicator and the log reference. The paired copy's slope is fitted within the sides
-and held between 0 (raw time: the copy tells nothing about this case) and 1 (time divided by
-the copy: it moves exactly with the machine), so raw time adds evidence where a copy in cache is
-noise, and the copy takes out the machine's drift where it tracks it. A reference named with
-``--reference`` is divided out as asked (slope 1); ``--absolute`` compares raw time (slope 0).
-The estimate's t interval (degrees of freedom: rounds minus fitted terms) gives the 95%
-interval of the ratio and a two-sided p-value.
+The log ratio NEW / BASE is estimated by a regression over the rounds of both sides on a side
+indicator and the log reference (`bench.gate.model`). The paired copy's slope is fitted within
+the sides and held between 0 (raw time: the copy tells nothing about this case) and 1 (time
+divided by the copy: it moves exactly with the machine), so raw time adds evidence where a copy
+in cache is noise, and the copy takes out the machine's drift where it tracks it. A reference
+named with ``--reference`` is divided out as asked (slope 1); ``--absolute`` compares raw time
+(slope 0).
 
-The suite. Every gated case is a test, so the p-values are adjusted together (Benjamini-
+Between processes. Two processes of the same code differ by more than one process's rounds
+do (where memory lands, which core, the caches' state), so the ratio's variance has two parts:
+the rounds' spread around their own run's mean, and a between-run variance, one figure for the
+suite (`bench.gate.model.between_runs`). With two or more runs on a side (`bench ab --runs 2`)
+it is estimated from how each case's runs scatter around their side's mean; with one run per
+side, from how the cases' log ratios scatter around the suite's median (most cases did not
+change). Both estimates match medians, so up to half the cases may have changed without moving
+it. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
+freedom combine both parts (Satterthwaite).
+
+The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-
 Hochberg): the expected share of false findings among flagged cases is at most `alpha` (0.05),
-and when nothing changed, the chance that any case is flagged is about `alpha`. A case is a
-regression when its adjusted p-value is below `alpha` AND its ratio exceeds 1 + threshold
-(10%): significant, and large enough to matter. An improvement likewise below 1 / (1 +
-threshold). The suite's one figure is the geometric mean of the trusted cases' ratios with a
-95% interval over cases. FLOPs, MACs, bytes, parameters and peak memory are exact, so any change
-in them is reported.
+and when nothing changed, the chance that any case is flagged is about `alpha`. Each tested case
+gets one verdict:
+
+- `regression`: its adjusted p-value is below `alpha` AND its ratio exceeds 1 + threshold (10%):
+  significant, and large enough to matter; `improvement` likewise below 1 / (1 + threshold);
+- `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
+  within the threshold, not merely not shown to be outside it;
+- `undetermined`: neither: the data cannot tell. Each case carries the smallest slowdown this
+  data would have found (`detectable_ratio`: at `alpha` with 80% power, before the suite's
+  adjustment); more rounds or runs narrow it.
+
+The suite's one figure is the geometric mean of the tested cases' ratios with a 95% interval over
+cases. FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is
+reported.
 
 A case needs two rounds on each side to be tested (`insufficient` otherwise). A case measured
 while the machine was disturbed (flagged contended, contention_unchecked, gpu_throttled or
-gpu_shared on either side) gets no pass and no regression: its verdict is `inconclusive`. The
-sample flags (few_samples, unstable) do not: the spread between rounds already weighs them.
+gpu_shared on either side) gets no verdict from its times: it is `inconclusive`. The sample
+flags (few_samples, unstable) do not: the spread between rounds already weighs them.
 
 Exit codes: 0 no regression, 1 regression, 2 bad input, 3 inconclusive (no regression, but some
-gated case was flagged).
+case was flagged; with ``--strict``, also when some case is undetermined).
 """
 
 from __future__ import annotations
@@ -49,35 +66,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
-from scipy.stats import t as t_dist
 
 from ..report.statistics import geometric_mean_interval
+from .model import MIN_ROUNDS, BetweenRuns, CaseFit, Rounds, between_runs, case_test, fit_case
 from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
 __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]
 
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
-TRUSTED = ("regression", "improvement", "unchanged")  # verdicts drawn from data that holds
-MIN_ROUNDS = 2  # per side: a spread between rounds needs two of them
+# verdicts drawn from data that holds: the cases the suite's figures cover
+TESTED = ("regression", "improvement", "unchanged", "undetermined")
 
 
 def _round_medians(values: np.ndarray, rounds: list[int]) -> dict[int, float]:
     frame = pd.DataFrame({"value": values, "round": rounds[: len(values)]})
     return frame.groupby("round")["value"].median().to_dict()
-
-
-@dataclass
-class Rounds:
-    """A case's evidence on one side: per round of each run, the median time and the median of
-    its reference in that round (None: raw times)."""
-
-    times: np.ndarray
-    references: np.ndarray | None
-    samples: int
-
-    @property
-    def n(self) -> int:
-        return self.times.size
 
 
 def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
@@ -86,8 +89,8 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
     `reference` case at the case's shape in the same round (its whole run's median if it lacks
     that round). A run that lacks the reference is bad input: normalised and raw times are
     never mixed."""
-    times, references, samples = [], [], 0
-    for run in side.runs:
+    times, references, runs, samples = [], [], [], 0
+    for index, run in enumerate(side.runs):
         if key not in run.cases.index:
             continue
         values = run.samples.get(key, np.array([]))
@@ -95,6 +98,7 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
         samples += values.size
         by_round = _round_medians(values, rounds)
         times += list(by_round.values())
+        runs += [index] * len(by_round)
         if reference is None:
             continue
         if reference == "copy" and key in run.paired_references:
@@ -120,68 +124,16 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
         np.asarray(times, dtype=float),
         None if reference is None else np.asarray(references, dtype=float),
         samples,
+        np.asarray(runs, dtype=int),
     )
-
-
-@dataclass
-class RoundTest:
-    """NEW / BASE of one case from its rounds (see the module docstring)."""
-
-    ratio: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    slope: float  # how far the reference was divided out: 0 raw time, 1 divided
-    df: int
-
-
-def ratio_from_rounds(
-    base: Rounds, new: Rounds, *, slope: float | None = None, confidence: float = 0.95
-) -> RoundTest | None:
-    """The ratio NEW / BASE with its interval and p-value, from a regression of log time over
-    the rounds of both sides on a side indicator and the log reference: with the reference's
-    `slope` given (1: divide by it), or fitted within the sides and held in [0, 1] when None.
-    None with fewer than `MIN_ROUNDS` rounds on a side."""
-    if base.n < MIN_ROUNDS or new.n < MIN_ROUNDS:
-        return None
-    if np.any(base.times <= 0) or np.any(new.times <= 0):
-        return None
-    side = np.r_[np.zeros(base.n, bool), np.ones(new.n, bool)]
-    y = np.log(np.r_[base.times, new.times])
-    fitted = 2  # the two sides' means
-    c = np.zeros_like(y)
-    if base.references is None or new.references is None:
-        slope = 0.0
-    else:
-        c = np.log(np.r_[base.references, new.references])
-        dc = c - np.where(side, c[side].mean(), c[~side].mean())  # within the sides
-        if slope is None:
-            dy = y - np.where(side, y[side].mean(), y[~side].mean())
-            scc = float(dc @ dc)
-            slope = 1.0 if scc <= 0 else float(np.clip((dc @ dy) / scc, 0.0, 1.0))
-            fitted += 0 < slope < 1  # a slope on the boundary was not fitted freely
-    z = y - slope * c
-    d = float(z[side].mean() - z[~side].mean())
-    df = y.size - fitted
-    if df < 1:
-        return None
-    residual = z - np.where(side, z[side].mean(), z[~side].mean())
-    variance = float(residual @ residual) / df
-    spread = 1 / base.n + 1 / new.n
-    if fitted == 3:  # the fitted slope's own uncertainty, carried into the difference
-        spread += (c[side].mean() - c[~side].mean()) ** 2 / float(dc @ dc)
-    se = float(np.sqrt(variance * spread))
-    p_value = float(2 * t_dist.sf(abs(d) / se, df)) if se > 0 else float(d == 0)
-    half = float(t_dist.ppf(0.5 + confidence / 2, df)) * se
-    return RoundTest(float(np.exp(d)), float(np.exp(d - half)), float(np.exp(d + half)),
-                     p_value, slope, int(df))  # fmt: skip
 
 
 @dataclass
 class CaseComparison:
     key: str
     label: str
-    verdict: str  # regression, improvement, unchanged, inconclusive, insufficient
+    # regression, improvement, unchanged, undetermined, inconclusive, insufficient
+    verdict: str
     ratio: float = float("nan")
     ci_low: float = float("nan")
     ci_high: float = float("nan")
@@ -195,9 +147,12 @@ class CaseComparison:
     fields: dict[str, Any] = field(default_factory=dict)  # what identifies the case
     rounds_base: int = 0
     rounds_new: int = 0
+    runs_base: int = 0
+    runs_new: int = 0
     p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
     reference_slope: float = float("nan")  # how far the reference was divided out
-    df: int = 0
+    df: float = 0.0
+    detectable_ratio: float = float("nan")  # the smallest slowdown this data would find
 
 
 @dataclass
@@ -207,45 +162,63 @@ class Comparison:
     threshold: float
     alpha: float
     reference: str | None
+    strict: bool = False  # undetermined cases make the exit code 3
     cases: list[CaseComparison] = field(default_factory=list)
     exact_changes: list[dict[str, Any]] = field(default_factory=list)
     only_base: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
     drift: float = float("nan")  # new / base of the reference itself: the machine's drift
+    between_runs: BetweenRuns = field(default_factory=BetweenRuns)
+
+    def with_verdict(self, verdict: str) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict == verdict]
 
     @property
     def regressions(self) -> list[CaseComparison]:
-        return [c for c in self.cases if c.verdict == "regression"]
+        return self.with_verdict("regression")
 
     @property
     def improvements(self) -> list[CaseComparison]:
-        return [c for c in self.cases if c.verdict == "improvement"]
+        return self.with_verdict("improvement")
 
     @property
     def inconclusive(self) -> list[CaseComparison]:
-        return [c for c in self.cases if c.verdict == "inconclusive"]
+        return self.with_verdict("inconclusive")
+
+    @property
+    def undetermined(self) -> list[CaseComparison]:
+        return self.with_verdict("undetermined")
+
+    @property
+    def tested(self) -> list[CaseComparison]:
+        return [c for c in self.cases if c.verdict in TESTED]
 
     @property
     def geometric_mean(self) -> tuple[float, float, float, int]:
-        """The suite in one figure: the geometric mean of the trusted cases' ratios, its 95%
+        """The suite in one figure: the geometric mean of the tested cases' ratios, its 95%
         interval (a t-interval over the cases' log ratios) and how many cases it covers."""
-        ratios = [c.ratio for c in self.cases
-                  if c.verdict in TRUSTED and np.isfinite(c.ratio) and c.ratio > 0]  # fmt: skip
+        ratios = [c.ratio for c in self.tested if np.isfinite(c.ratio) and c.ratio > 0]
         if not ratios:
             return float("nan"), float("nan"), float("nan"), 0
         return (*geometric_mean_interval(ratios), len(ratios))
 
     @property
     def verdict(self) -> str:
-        """The compare in one word: regression, inconclusive or no regression."""
+        """The compare in one word: regression, inconclusive, undetermined (with `strict`
+        only) or no regression."""
         if self.regressions:
             return "regression"
-        return "inconclusive" if self.inconclusive else "no regression"
+        if self.inconclusive:
+            return "inconclusive"
+        return "undetermined" if self.strict and self.undetermined else "no regression"
 
     @property
     def exit_code(self) -> int:
-        """0 no regression, 1 regression, 3 no regression but some case inconclusive."""
-        return {"regression": 1, "inconclusive": 3, "no regression": 0}[self.verdict]
+        """0 no regression, 1 regression, 3 no regression but some case inconclusive (or,
+        with `strict`, undetermined)."""
+        return {"regression": 1, "inconclusive": 3, "undetermined": 3, "no regression": 0}[
+            self.verdict
+        ]
 
 
 def compare(
@@ -255,6 +228,7 @@ def compare(
     threshold: float = 0.10,
     alpha: float = 0.05,
     reference: str | None = "copy",
+    strict: bool = False,
 ) -> Comparison:
     """Compare two sides case by case (see the module docstring)."""
     if not threshold > 0 or not 0 < alpha < 1:
@@ -263,7 +237,7 @@ def compare(
         )
     return compare_sides(
         load_side(base_path), load_side(new_path), threshold=threshold, alpha=alpha,
-        reference=reference,
+        reference=reference, strict=strict,
     )  # fmt: skip
 
 
@@ -274,16 +248,18 @@ def compare_sides(
     threshold: float = 0.10,
     alpha: float = 0.05,
     reference: str | None = "copy",
+    strict: bool = False,
 ) -> Comparison:
     """`compare` on sides already loaded."""
     base_keys, new_keys = base.keys, new.keys
     common = [k for k in base_keys if k in set(new_keys)]
     if not common:
         raise CompareInputError(f"{base.source} and {new.source} have no case in common")
-    result = Comparison(base, new, threshold, alpha, reference)
+    result = Comparison(base, new, threshold, alpha, reference, strict)
     result.only_base = [base.case(k)["label"] for k in base_keys if k not in set(new_keys)]
     result.only_new = [new.case(k)["label"] for k in new_keys if k not in set(base_keys)]
     drifts = []
+    fits: dict[str, CaseFit] = {}
     for key in common:
         row_base, row_new = base.case(key), new.case(key)
         _exact_changes(result, row_base, row_new)
@@ -294,55 +270,76 @@ def compare_sides(
                 if b.n and n.n:
                     drifts.append(np.median(n.times) / np.median(b.times))
             continue
-        result.cases.append(_compare_case(base, new, key, row_base, reference))
+        case, fit = _fit_case(base, new, key, row_base, reference)
+        result.cases.append(case)
+        if fit is not None:
+            fits[key] = fit
+    # the undisturbed cases say how much processes differ; every tested case carries it
+    result.between_runs = between_runs(
+        [fits[c.key] for c in result.cases if c.key in fits and c.verdict != "inconclusive"]
+    )
+    for case in result.cases:
+        if case.key in fits:
+            _test_case(case, fits[case.key], result.between_runs, alpha)
     _decide(result.cases, threshold=threshold, alpha=alpha)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
 
 
-def _compare_case(
+def _fit_case(
     base: Side, new: Side, key: str, row: pd.Series, reference: str | None
-) -> CaseComparison:
-    """The case's test, before the suite's decision (verdict `unchanged` until `_decide`)."""
+) -> tuple[CaseComparison, CaseFit | None]:
+    """The case's fit from its rounds, before the suite's between-run variance is known
+    (verdict `undetermined` until `_decide`)."""
     b, n = case_rounds(base, key, reference), case_rounds(new, key, reference)
     case = CaseComparison(
-        key, row["label"], "unchanged",
+        key, row["label"], "undetermined",
         base_median=float(np.median(b.times)) if b.n else float("nan"),
         new_median=float(np.median(n.times)) if n.n else float("nan"),
         samples_base=b.samples, samples_new=n.samples,
         fields={f: plain_value(row.get(f)) for f in ("variant_label", *GROUP_KEYS)},
         rounds_base=b.n, rounds_new=n.n,
+        runs_base=len(set(b.run_ids.tolist())), runs_new=len(set(n.run_ids.tolist())),
     )  # fmt: skip
     if b.n and n.n:
         case.raw_ratio = float(np.exp(np.log(n.times).mean() - np.log(b.times).mean()))
     # the paired copy weighs in as far as it tracks the case; a reference named is divided out
-    tested = ratio_from_rounds(b, n, slope=None if reference == "copy" else 1.0)
-    if tested is None:
+    fit = fit_case(b, n, slope=None if reference == "copy" else 1.0)
+    if fit is None:
         case.verdict = "insufficient"
         case.reason = f"{b.n} / {n.n} rounds; a test needs {MIN_ROUNDS} on each side"
-        return case
-    case.ratio, case.ci_low, case.ci_high = tested.ratio, tested.ci_low, tested.ci_high
-    case.p_value, case.reference_slope, case.df = tested.p_value, tested.slope, tested.df
+        return case, None
     reason = _flag_reason(base.flags(key), new.flags(key))
     if reason:
         case.verdict, case.reason = "inconclusive", reason  # a disturbed machine: no verdict
-    return case
+    return case, fit
+
+
+def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: float) -> None:
+    tested = case_test(fit, between, alpha=alpha)
+    case.ratio, case.ci_low, case.ci_high = tested.ratio, tested.ci_low, tested.ci_high
+    case.p_value, case.reference_slope, case.df = tested.p_value, tested.slope, tested.df
+    case.detectable_ratio = tested.detectable
 
 
 def _decide(cases: list[CaseComparison], *, threshold: float, alpha: float) -> None:
-    """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the gated
-    cases; a regression is significant after adjustment and slower than 1 + threshold."""
-    gated = [c for c in cases if c.verdict == "unchanged"]
+    """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the tested
+    cases; a regression is significant after adjustment and slower than 1 + threshold, a case
+    is unchanged when its interval lies inside the threshold's bounds, undetermined otherwise."""
+    gated = [c for c in cases if c.verdict == "undetermined"]
     if not gated:
         return
     adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
+    low, high = 1 / (1 + threshold), 1 + threshold
     for case, q in zip(gated, adjusted, strict=True):
         case.p_adjusted = float(q)
-        if q < alpha and case.ratio > 1 + threshold:
+        if q < alpha and case.ratio > high:
             case.verdict = "regression"
-        elif q < alpha and case.ratio < 1 / (1 + threshold):
+        elif q < alpha and case.ratio < low:
             case.verdict = "improvement"
+        elif low <= case.ci_low and case.ci_high <= high:
+            case.verdict = "unchanged"
 
 
 def plain_value(value: Any) -> Any:

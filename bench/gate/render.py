@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compare import MIN_ROUNDS, TRUSTED, CaseComparison, Comparison, plain_value
+from .compare import MIN_ROUNDS, CaseComparison, Comparison, plain_value
 
 
 def to_json(result: Comparison) -> dict[str, Any]:
@@ -22,10 +22,14 @@ def to_json(result: Comparison) -> dict[str, Any]:
     return {
         "verdict": result.verdict,
         "exit_code": result.exit_code,
+        "strict": result.strict,
         "threshold": result.threshold,
         "alpha": result.alpha,
         "reference": result.reference,
         "machine_drift": _number(result.drift),
+        "verdicts": {v: len(result.with_verdict(v)) for v in VERDICTS},
+        "between_runs": {**asdict(result.between_runs), "df": _number(result.between_runs.df),
+                         "relative_sd": result.between_runs.relative_sd},
         "geometric_mean": {"ratio": _number(mean), "ci_low": _number(low),
                            "ci_high": _number(high), "cases": covered},
         "cases": cases,
@@ -35,6 +39,10 @@ def to_json(result: Comparison) -> dict[str, Any]:
     }  # fmt: skip
 
 
+VERDICTS = ("regression", "improvement", "unchanged", "undetermined", "inconclusive",
+            "insufficient")  # fmt: skip
+
+
 def _number(value: Any) -> Any:
     """NaN as null (JSON has no NaN); anything else as it is."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -42,7 +50,7 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _case_table(cases: list[CaseComparison]) -> str:
+def _case_table(cases: list[CaseComparison], *, detectable: bool = False) -> str:
     rows = [{
         "case": c.label,
         "base": _format_time(c.base_median),
@@ -52,8 +60,14 @@ def _case_table(cases: list[CaseComparison]) -> str:
         "reference slope": "-" if not np.isfinite(c.reference_slope) else f"{c.reference_slope:.2f}",
         "p / adjusted": f"{c.p_value:.2g} / {c.p_adjusted:.2g}",
         "rounds": f"{c.rounds_base} / {c.rounds_new}",
+        **({"smallest slowdown it could find": _format_change(c.detectable_ratio)}
+           if detectable else {}),
     } for c in cases]  # fmt: skip
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _format_change(ratio: float) -> str:
+    return "-" if not np.isfinite(ratio) else f"+{ratio - 1:.0%}"
 
 
 def _format_time(value: float) -> str:
@@ -66,7 +80,7 @@ def _format_ratio(value: float) -> str:
 
 def markdown(result: Comparison) -> str:
     """The PR-comment report (`compare --output FILE`, and what `bench compare` prints)."""
-    gated = [c for c in result.cases if c.verdict in TRUSTED]
+    tested = result.tested
     how = (
         f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
         if result.reference
@@ -76,22 +90,44 @@ def markdown(result: Comparison) -> str:
         "regression": f"**{len(result.regressions)} regression(s)**",
         "inconclusive": f"**inconclusive** ({len(result.inconclusive)} case(s) measured on "
         "flagged data)",
+        "undetermined": f"**undetermined** ({len(result.undetermined)} case(s) the data cannot "
+        "tell; --strict)",
         "no regression": "**no regression**",
     }[result.verdict]
+    low, high = 1 / (1 + result.threshold), 1 + result.threshold
+    between = result.between_runs
+    source = {
+        "runs": "estimated from each side's runs",
+        "suite": "estimated from the spread of the suite's cases: one run per side",
+        "none": f"not estimated: {between.cases} tested case(s), too few to tell",
+    }[between.source]
     lines = [
         "## Performance comparison",
         "",
-        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(gated)} gated "
+        f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(tested)} tested "
         f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
-        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg); "
+        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg).",
+        "",
+        f"**{len(result.with_verdict('unchanged'))} of {len(tested)} cases shown unchanged** "
+        f"(95% interval inside [{low:.3f}, {high:.3f}]); "
+        f"{len(result.undetermined)} undetermined (the interval reaches past a bound: "
+        f"more rounds or runs would tell); {len(result.regressions)} regression(s), "
         f"{len(result.improvements)} improvement(s).",
+        "",
+        f"Between processes: a run's mean varies by {between.relative_sd:.1%} (one standard "
+        f"deviation, {source}); every interval includes it.",
     ]
+    if tested and min(min(c.runs_base, c.runs_new) for c in tested) < 2:
+        lines[-1] += (
+            " One run on a side is weaker evidence than two: how much processes differ is "
+            "then read from the suite, not measured (`bench ab --runs 2` runs two per side)."
+        )
     mean, low, high, covered = result.geometric_mean
     if covered:
         interval = f" [95% CI {low:.3f}, {high:.3f}]" if covered > 1 else ""
         lines += [
             "",
-            f"Suite: geometric mean of NEW / BASE over {covered} trusted cases: "
+            f"Suite: geometric mean of NEW / BASE over {covered} tested cases: "
             f"**{mean:.3f}**{interval}.",
         ]
     if np.isfinite(result.drift):
@@ -137,14 +173,12 @@ def markdown(result: Comparison) -> str:
     if insufficient:
         lines += ["", f"### Too few rounds to test (fewer than {MIN_ROUNDS} on a side)", ""]
         lines += [f"- {c.label} ({c.reason})" for c in insufficient]
-    others = [c for c in result.cases if c.verdict == "unchanged"]
-    if others:
-        lines += [
-            "",
-            "<details><summary>All unchanged cases</summary>",
-            "",
-            _case_table(others),
-            "",
-            "</details>",
-        ]
+    for title, verdict_name, detectable in (
+        ("Undetermined cases (the data cannot tell)", "undetermined", True),
+        ("All unchanged cases", "unchanged", False),
+    ):
+        cases = result.with_verdict(verdict_name)
+        if cases:
+            lines += ["", f"<details><summary>{title}: {len(cases)}</summary>", "",
+                      _case_table(cases, detectable=detectable), "", "</details>"]  # fmt: skip
     return "\n".join(lines) + "\n"

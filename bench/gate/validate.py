@@ -2,6 +2,7 @@
 
     python -m bench.gate.validate run DIR [--runs 23]      # the runs (about 2 min each)
     python -m bench.gate.validate score DIR [--per-side 2]  # the compares and the table
+    python -m bench.gate.validate contention DIR            # sweeps beside a busy core
 
 `run` sweeps the quick preset `--runs` times, each run a fresh process with the gate's own
 budget (the preset's, as CI runs it), one after the other, with the slowed copies of
@@ -18,6 +19,12 @@ i+2, NEW runs i+1 and i+3 (two sweeps per side, in turns), for every i; twice:
 Rates are per case (how often each gated case is flagged), not per compare. Runs are shared
 between compares (23 runs give 20 compares, and neighbouring compares share runs), and nothing
 else may run on the machine meanwhile.
+
+`contention` sweeps beside a process spinning on one CPU (`while True: pass`, as a busy
+neighbour would): a small sweep of short cases (eca and se, 64 channels, 14x14 and 28x28,
+batch 8) four times, then the quick preset once, and gives the share of rows flagged
+`contended` (goal: at least 95%). The same share over `run`'s sweeps, on a quiet machine, is
+`score`'s "rows flagged contended" (goal: none).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import pandas as pd
 
 from ..sweep.cases import CASE_FIELDS
 from ..sweep.rundir import RunDirectory
-from .compare import compare_sides
+from .compare import TESTED, compare_sides
 from .known_regression import FRACTION, SLOWED, SUFFIX
 from .sides import Run, Side, load_side
 
@@ -70,6 +77,47 @@ def run_all(directory: Path, runs: int) -> None:
         )
         if code not in (0, 1):
             raise SystemExit(f"run {index} failed with exit code {code}")
+
+
+BUSY_SWEEPS = {  # name: (bench run options, tries)
+    "eca and se, c64, 14x14 and 28x28, b8": (
+        ["--variants", "eca,se", "--channels", "64", "--resolutions", "14,28",
+         "--batch-sizes", "8"], 4),
+    "quick preset": (["--preset", "quick"], 1),
+}  # fmt: skip
+
+
+def contended_share(run_dir: Path) -> tuple[int, int]:
+    """(rows flagged contended, rows measured) of a run directory."""
+    results = RunDirectory(run_dir).results()
+    measured = results[results["status"] == "ok"]
+    return int(sum("contended" in flags for flags in measured["quality_flags"])), len(measured)
+
+
+def contention(directory: Path) -> str:
+    """Sweeps beside a busy CPU; the table of rows flagged contended."""
+    rows = []
+    for name, (options, tries) in BUSY_SWEEPS.items():
+        for attempt in range(1, tries + 1):
+            out = directory / f"{name.split(',')[0].replace(' ', '-')}-{attempt}"
+            if out.exists():
+                shutil.rmtree(out)
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.5)  # spinning before the sweep starts
+                command = [sys.executable, "-m", "bench", "run", *options, "--quiet",
+                           "--out", str(out)]  # fmt: skip
+                subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+            finally:
+                busy.kill()
+                busy.wait()
+            flagged, measured = contended_share(out)
+            rows.append(
+                (name, attempt, f"{flagged} / {measured} ({flagged / max(measured, 1):.0%})")
+            )
+            print(f"{name}, try {attempt}: {rows[-1][2]} rows flagged contended", flush=True)
+    table = pd.DataFrame(rows, columns=["sweep beside a busy CPU", "try", "rows flagged contended"])
+    return table.to_markdown(index=False) + "\n"
 
 
 # ---- scoring ---------------------------------------------------------------------------------
@@ -123,6 +171,7 @@ class Outcome:
     slowed: bool  # the case's NEW side was slowed
     verdict: str
     ratio: float
+    between_sd: float  # the between-run spread the compare assumed (a run's mean, one sd)
 
 
 def score(
@@ -146,7 +195,8 @@ def score(
             result = compare_sides(base_side, new_side, threshold=threshold, alpha=alpha)
             for case in result.cases:
                 outcomes.append(Outcome(index, kind, case.key, case.label, case.key in replaced,
-                                        case.verdict, case.ratio))  # fmt: skip
+                                        case.verdict, case.ratio,
+                                        result.between_runs.relative_sd))  # fmt: skip
         print(f"compare {index}/{compares} scored", flush=True)
     return pd.DataFrame([o.__dict__ for o in outcomes])
 
@@ -166,17 +216,21 @@ def summary(outcomes: pd.DataFrame) -> str:
     def compares_with(frame: pd.DataFrame) -> int:
         return int(frame[frame["verdict"] == "regression"]["compare"].nunique())
 
-    gated = same[same["verdict"].isin(["regression", "improvement", "unchanged"])]
+    gated = same[same["verdict"].isin(TESTED)]
     rows = [
         ("same code: compares with any regression flagged", f"{compares_with(same)} / {compares}"),
-        ("same code: gated cases flagged regression", rate(gated)),
-        ("same code: gated cases flagged improvement", rate(gated, "improvement")),
+        ("same code: tested cases flagged regression", rate(gated)),
+        ("same code: tested cases flagged improvement", rate(gated, "improvement")),
+        ("same code: tested cases shown unchanged", rate(gated, "unchanged")),
+        ("same code: tested cases undetermined", rate(gated, "undetermined")),
         ("same code: cases inconclusive", rate(same, "inconclusive")),
         ("same code: cases insufficient (too few rounds)", rate(same, "insufficient")),
         (f"slowed {FRACTION:.0%}: slowed cases flagged regression", rate(slowed)),
-        ("slowed: cases not slowed flagged regression", rate(
-            others[others["verdict"].isin(["regression", "improvement", "unchanged"])])),
+        ("slowed: cases not slowed flagged regression",
+         rate(others[others["verdict"].isin(TESTED)])),
         ("slowed: compares with a case not slowed flagged", f"{compares_with(others)} / {compares}"),
+        ("between-run spread assumed (median over compares)",
+         f"{same.groupby('compare')['between_sd'].first().median():.1%}"),
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=["what", "measured"])
     worst = (
@@ -201,7 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     scored.add_argument("--per-side", type=int, default=PER_SIDE, help="runs per side")
     scored.add_argument("--threshold", type=float, default=THRESHOLD)
     scored.add_argument("--alpha", type=float, default=ALPHA)
+    busy = commands.add_parser("contention", help="sweeps beside a busy CPU; rows flagged")
+    busy.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "contention":
+        args.directory.mkdir(parents=True, exist_ok=True)
+        report = contention(args.directory)
+        (args.directory / "contention.md").write_text(report)
+        print(report)
+        return
     if args.command == "run":
         if args.runs < 2:
             parser.error(f"--runs {args.runs}: allowed: 2 or more (a compare needs two runs)")
@@ -211,7 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--per-side {args.per_side}: allowed: 1 or more")
     outcomes = score(args.directory, args.per_side, args.threshold, args.alpha)
     outcomes.to_csv(args.directory / "outcomes.csv", index=False)
-    report = summary(outcomes)
+    runs = sorted(d for d in args.directory.glob("run-*") if RunDirectory.holds_run(d))
+    flagged, measured = map(sum, zip(*(contended_share(d) for d in runs), strict=True))
+    report = summary(outcomes) + (
+        f"\nOn the quiet machine, rows flagged contended over the {len(runs)} runs: "
+        f"{flagged} / {measured}.\n"
+    )
     (args.directory / "validation.md").write_text(report)
     print(report)
 
