@@ -1,5 +1,5 @@
-"""``python -m bench run | list | schema | merge | report | compare | fused | network | ab``:
-the suite's command line."""
+"""``python -m bench run | list | schema | merge | report | compare | fused | network | ab |
+history``: the suite's command line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import attention_variants as av
 
+from .history.commands import add_history_parser, command_history
 from .programs import add_fused_arguments, add_network_arguments, command_fused, command_network
 from .sweep.plugins import load_plugin
 from .sweep.presets import PRESETS
@@ -449,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--out", metavar="DIR", help="where the runs go (default: results/ab-<time>)")
     _add_gate_arguments(ab)
     ab.set_defaults(handler=None)
+    add_history_parser(commands)
     return parser
 
 
@@ -474,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ab":
             return command_ab(args, unknown)
+        if args.command == "history":
+            return command_history(args, unknown)
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return args.handler(args)
