@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
 
-PENALTY = 4.0  # x log(n), on unit noise: no false change in 9 of 10 flat 30-commit series
+PENALTY = 8.0  # x log(n), on unit noise: few false changes in short, heavy-tailed real series
 MIN_POINTS = 6  # fewer commits than this hold no change point worth a search
 MIN_SEGMENT = 2  # commits: a single odd commit is an outlier, not a change
 RECENT = 5  # commits: a change point this close to the newest one is "now"

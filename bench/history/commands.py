@@ -33,6 +33,12 @@ def add_history_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--alpha", type=float, default=0.05)
     publish = actions.add_parser("publish", help="write the static dashboard")
     publish.add_argument("--out", type=Path, required=True, metavar="SITE")
+    publish.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PNG",
+        help="also save the page as headless Chromium draws it",
+    )
     for action in (add, backfill, check, publish):
         action.add_argument("--store", type=Path, required=True, metavar="DIR")
 
@@ -60,12 +66,18 @@ def command_history(args: argparse.Namespace, extra: list[str]) -> int:
             return 1 if failed else 0
         if args.history_command == "check":
             return _check(store, args)
-        from .site import publish
+        from .site import publish, screenshot
 
         index = publish(store.rounds(), args.out)
         size = sum(p.stat().st_size for p in args.out.iterdir()) / 1e6
         print(f"site: {index} ({size:.1f} MB, {time.perf_counter() - started:.1f} s); open it "
               f"in a browser: {index.resolve().as_uri()}")  # fmt: skip
+        if args.screenshot:
+            try:
+                print(f"screenshot: {screenshot(index, args.screenshot)}")
+            except RuntimeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         return 0
     except HistoryError as error:
         print(f"error: {error}", file=sys.stderr)

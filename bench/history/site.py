@@ -5,7 +5,7 @@ and no network.
     SITE/plotly.min.js   Plotly's JavaScript, from the plotly package (offline, interactive)
 
 The page shows the suite's geometric mean over commits, one line per machine, then a small
-chart per case with its 95% band and its change points marked (a dashed line at the step, its
+chart per case (those with change points first) with its 95% band and its change points marked (a dashed line at the step, its
 size in the title), filters by variant, shape, device and mode, and a link from each point to
 that run's report (a click opens it). The seaborn charts stay the paper report's.
 """
@@ -66,6 +66,8 @@ def site_data(rounds: pd.DataFrame) -> dict[str, Any]:
             "shape": _shape(first), "device": first["device"], "mode": first["mode"],
             "dtype": first["dtype"], "series": series,
         })  # fmt: skip
+    # the cases that moved first, then by label
+    cases.sort(key=lambda c: (-sum(len(s["changes"]) for s in c["series"]), c["label"]))
     suite = []
     for machine, line in suite_points(points).groupby("machine", sort=False):
         suite.append({
@@ -124,7 +126,7 @@ const machineIndex = Object.fromEntries(data.machines.map((m, i) => [m.id, i]));
 const machineLabel = Object.fromEntries(data.machines.map(m => [m.id, m.label]));
 const xaxis = {
   tickvals: data.commits.map((c, i) => i), ticktext: data.commits.map(c => c.short),
-  range: [-0.5, data.commits.length - 0.5], tickangle: -45, automargin: true,
+  range: [-0.5, data.commits.length - 0.5], tickangle: -45, automargin: true, zeroline: false,
 };
 
 function percent(r) { return (r >= 1 ? "+" : "") + ((r - 1) * 100).toFixed(1) + "%"; }
@@ -255,3 +257,38 @@ def publish(rounds: pd.DataFrame, out: str | Path) -> Path:
     index = out / "index.html"
     index.write_text(PAGE.replace("__DATA__", payload), encoding="utf-8")
     return index
+
+
+def screenshot(index: Path, png: Path, *, width: int = 1400, height: int = 1100) -> Path:
+    """A picture of the page as headless Chromium draws it (selenium and Debian's chromium and
+    chromium-driver, as `.ci/browser.sh` installs them)."""
+    import shutil
+    import time
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as error:
+        raise RuntimeError("--screenshot needs selenium (pip install -e '.[test]')") from error
+    if not browser or not driver_path:
+        raise RuntimeError("--screenshot needs chromium and chromedriver (bash .ci/browser.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 f"--window-size={width},{height}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(index.resolve().as_uri())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not driver.execute_script(
+            "return document.querySelectorAll('.chart[data-rendered]').length > 0"
+        ):
+            time.sleep(0.2)
+        time.sleep(1.0)  # Plotly's transitions settle
+        driver.save_screenshot(str(png))
+    finally:
+        driver.quit()
+    return png
