@@ -8,7 +8,14 @@ import pytest
 from scipy.stats import kstest
 
 from bench.gate.compare import CompareInputError, compare, parse_threshold
-from bench.gate.model import Rounds, between_runs, case_test, fit_case, ratio_from_rounds
+from bench.gate.model import (
+    BetweenRuns,
+    Rounds,
+    between_runs,
+    case_test,
+    fit_case,
+    ratio_from_rounds,
+)
 from bench.gate.render import markdown
 from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
 
@@ -537,8 +544,9 @@ def synthetic_suite(*, cases=300, runs=1, between_sd=0.04, within_sd=0.01, round
     suite = []
     for i in range(cases):
         sides = []
+        sd = between_sd(i) if callable(between_sd) else between_sd
         for factor in (1.0, 1.25 if i in slowed else 1.0):
-            process = np.repeat(rng.normal(0, between_sd, runs), rounds)
+            process = np.repeat(rng.normal(0, sd, runs), rounds)
             times = 1e-4 * factor * np.exp(process + rng.normal(0, within_sd, runs * rounds))
             sides.append(Rounds(times, None, runs * rounds, np.repeat(np.arange(runs), rounds)))
         suite.append(fit_case(*sides, slope=0.0))
@@ -565,3 +573,21 @@ def test_the_between_run_variance_of_a_synthetic_suite_is_recovered(runs):
 def test_a_quiet_suite_gets_no_between_run_variance():
     estimate = between_runs(synthetic_suite(between_sd=0.0, within_sd=0.02, seed=3))
     assert np.sqrt(estimate.variance) < 0.01
+
+
+def test_a_case_whose_processes_differ_more_gets_the_wider_interval_its_runs_show():
+    """Two runs per side; one case in ten lands its processes 8% apart where the rest differ
+    by 1%: the suite's figure alone would call many of them changed."""
+    noisy = set(range(0, 300, 10))
+    fits = synthetic_suite(runs=2, between_sd=lambda i: 0.08 if i in noisy else 0.01, seed=5)
+    estimate = between_runs(fits)
+    assert estimate.source == "runs" and np.isfinite(estimate.prior_df)
+    tests = [case_test(f, estimate) for f in fits]
+    covered = np.mean([t.ci_low <= 1 <= t.ci_high for i, t in enumerate(tests) if i in noisy])
+    width = {kind: np.median([np.log(t.ci_high / t.ci_low) for i, t in enumerate(tests)
+                              if (i in noisy) == kind]) for kind in (True, False)}  # fmt: skip
+    alone = BetweenRuns(estimate.variance, estimate.df, "runs", estimate.cases)  # no moderation
+    covered_alone = np.mean([case_test(f, alone).ci_low <= 1 <= case_test(f, alone).ci_high
+                             for i, f in enumerate(fits) if i in noisy])  # fmt: skip
+    assert covered >= 0.75 and covered_alone < 0.4  # shrunk toward the suite, not all the way
+    assert width[True] > 2 * width[False]

@@ -25,10 +25,11 @@ Between processes. Two processes of the same code differ by more than one proces
 do (where memory lands, which core, the caches' state), so the ratio's variance has two parts:
 the rounds' spread around their own run's mean, and a between-run variance, one figure for the
 suite (`bench.gate.model.between_runs`). With two or more runs on a side (`bench ab --runs 2`)
-it is estimated from how each case's runs scatter around their side's mean; with one run per
-side, from how the cases' log ratios scatter around the suite's median (most cases did not
-change). Both estimates match medians, so up to half the cases may have changed without moving
-it. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
+it is estimated from how each case's runs scatter around their side's mean, and each case's
+own run spread moderates it (empirical Bayes, as limma moderates a gene's variance); with one
+run per side, from how the cases' log ratios scatter around the suite's median (most cases
+did not change). Both estimates match medians, so up to half the cases may have changed
+without moving it. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
 freedom combine both parts (Satterthwaite).
 
 The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-

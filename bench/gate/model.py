@@ -8,10 +8,11 @@ A case's rounds on a side come from one or more runs (processes). Per round, the
 
 with round noise of variance `within` (estimated from the case's rounds around their own
 run's mean) and run effects of variance `between` (one figure for the whole suite, as one case
-has too few runs to estimate it: `between_runs`). The log ratio NEW / BASE is the difference of
-the sides' means; its variance is the rounds' share, within x (1/rounds BASE + 1/rounds NEW),
-plus the runs' share, between x (1/runs BASE + 1/runs NEW). With one run per side the runs'
-share is the whole gap between a compare of two processes and the rounds of one.
+has too few runs to estimate it alone: `between_runs`; with runs, each case's own run spread
+moderates it, `case_test`). The log ratio NEW / BASE is the difference of the sides' means; its
+variance is the rounds' share, within x (1/rounds BASE + 1/rounds NEW), plus the runs' share,
+between x (1/runs BASE + 1/runs NEW). With one run per side the runs' share is the whole gap
+between a compare of two processes and the rounds of one.
 """
 
 from __future__ import annotations
@@ -180,10 +181,10 @@ def _prior_df(ratios: np.ndarray, df: np.ndarray) -> float:
     the cases differ, and each case's own runs must weigh more."""
     logs = np.log(np.maximum(ratios, 1e-4)) - digamma(df / 2) + np.log(df / 2)
     excess = float(np.var(logs, ddof=1) - np.mean(polygamma(1, df / 2)))
-    if excess <= 0:
+    low, high = 1e-6, 1e8  # trigamma falls from ~1e12 to ~1e-8 between these
+    if excess <= float(polygamma(1, high)):
         return float("inf")
-    # trigamma(d0 / 2) = excess, solved on a log scale (trigamma falls from inf to 0)
-    return float(2 * brentq(lambda x: float(polygamma(1, x)) - excess, 1e-6, 1e8))
+    return float(2 * brentq(lambda x: float(polygamma(1, x)) - excess, low, high))
 
 
 def between_runs(fits: list[CaseFit]) -> BetweenRuns:
