@@ -127,6 +127,10 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path):
     assert _files(store_dir) == files
     not_range = _bench("history", "backfill", "--commits", "HEAD", "--store", store_dir)
     assert not_range.returncode == 2 and "allowed: a range A..B" in not_range.stderr
+    bad_sweep = _bench("history", "backfill", "--commits", "HEAD~1..HEAD", "--store", store_dir,
+                       "--channels", "many")  # fmt: skip
+    assert bad_sweep.returncode == 2 and "--channels" in bad_sweep.stderr, bad_sweep.stderr
+    assert _files(store_dir) == files
 
 
 def synthetic_rounds(seed, *, commits=30, step_at=None, step=1.05, rounds=5):

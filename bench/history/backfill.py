@@ -40,6 +40,16 @@ def commit_range(spec: str, repository: Path = REPOSITORY) -> list[str]:
     return commits
 
 
+def check_sweep_args(sweep_args: list[str]) -> None:
+    """The sweep options, tried once here (`bench run --dry-run`) before any commit is swept."""
+    if any(flag in sweep_args for flag in ("--out", "--resume")):
+        raise HistoryError("backfill chooses the run directories; drop --out/--resume")
+    dry = subprocess.run([sys.executable, "-m", "bench", "run", *sweep_args, "--dry-run"],
+                         capture_output=True, text=True)  # fmt: skip
+    if dry.returncode != 0:
+        raise HistoryError(f"bench run {' '.join(sweep_args)}: {dry.stderr.strip()}")
+
+
 def backfill(
     store: HistoryStore,
     spec: str,
@@ -48,6 +58,7 @@ def backfill(
     repository: Path = REPOSITORY,
 ) -> tuple[list[str], list[str]]:
     """Sweep and add every commit of `spec` not yet stored; returns (added, failed) commits."""
+    check_sweep_args(sweep_args)
     commits = commit_range(spec, repository)
     machine = machine_fingerprint(capture())
     stored = store.commits(machine)
