@@ -33,6 +33,9 @@ class VariantInfo:
     devices: tuple[str, ...] = ALL_DEVICES
     dtypes: tuple[str, ...] = ALL_DTYPES
     backward: bool = True
+    # readies what the variant builds on first use (compiled kernels) for a device type, so a
+    # sweep can pay for it once before its first round instead of inside it
+    prepare: Callable[[str], None] | None = None
 
 
 _REGISTRY: dict[str, VariantInfo] = {}
@@ -61,6 +64,7 @@ def register(
     backward: bool = True,
     option_help: dict[str, str] | None = None,
     replace: bool = False,
+    prepare: Callable[[str], None] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a module class (or factory) taking `channels` first, options after."""
 
@@ -85,6 +89,7 @@ def register(
             devices=tuple(devices),
             dtypes=tuple(dtypes),
             backward=backward,
+            prepare=prepare,
         )
         return factory
 

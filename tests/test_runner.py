@@ -95,6 +95,34 @@ def test_a_failing_variant_is_an_error_row_and_the_sweep_finishes(tmp_path):
     assert summary.exit_code == 1 and summary.failed == 2
 
 
+def test_what_a_variant_builds_on_first_use_is_built_once_before_the_first_round(tmp_path, capsys):
+    events = []
+
+    def build(device):
+        time.sleep(0.2)  # a kernel build: not in any case's time, and not in the first round
+        events.append(("built", device))
+
+    identity = av.create("identity", 1).__class__
+
+    @av.register("test_builds", prepare=build)
+    class Builds(identity):
+        def forward(self, x):
+            events.append(("called", None))
+            return x
+
+    try:
+        summary = run_sweep(tiny_spec(variants="test_builds,eca"), tmp_path / "run", quiet=False)
+    finally:
+        av.unregister("test_builds")
+    assert summary.exit_code == 0
+    assert events[0] == ("built", "cpu") and events.count(("built", "cpu")) == 1
+    assert ("called", None) in events[1:]
+    out = capsys.readouterr().out
+    assert "building what test_builds build on first use (cpu), before the first round" in out
+    rows = read_results(tmp_path / "run")
+    assert rows[rows.variant == "test_builds"]["latency_median_s"].max() < 0.1
+
+
 def test_unsupported_dtype_is_a_skipped_row(tmp_path):
     @av.register("test_fp32_only", dtypes=("float32",))
     class Fp32Only(av.create("identity", 1).__class__):

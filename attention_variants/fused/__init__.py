@@ -19,10 +19,17 @@ from .ops import backend, eca_gate, se_gate, triton_available
 FUSED_DEVICES = ("cpu", "cuda")
 
 
+def build_kernels(device: str) -> None:
+    """The CPU kernels built and loaded (CUDA's Triton kernels compile per shape, when called)."""
+    if device == "cpu":
+        extension()
+
+
 @register(
     "eca_fused",
     paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020 (fused kernels)",
     devices=FUSED_DEVICES,
+    prepare=build_kernels,
 )
 class ECAFused(ECA):
     """ECA with pool, 1-D conv, sigmoid and scale fused; a drop-in for `eca` (same state_dict)."""
@@ -37,6 +44,7 @@ class ECAFused(ECA):
     "se_fused",
     paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018 (fused kernels)",
     devices=FUSED_DEVICES,
+    prepare=build_kernels,
 )
 class SqueezeExciteFused(SqueezeExcite):
     """SE with pool, MLP, sigmoid and scale fused; a drop-in for `se` (same state_dict)."""

@@ -354,6 +354,32 @@ class _Sweep:
                 self.record(*self.runner.finish(state))
 
 
+def _prepare_variants(todo: list[Case], quiet: bool) -> None:
+    """What the sweep's variants build on first use (the fused CPU kernels), built before the
+    first round: the build is not in any case's time, and the progress bar's rate is the
+    sweep's. A build that fails is left to the cases, which record the error."""
+    wanted: dict[Any, list[str]] = {}
+    for case in todo:
+        if case.role == "reference" or case.variant.name not in av.available():
+            continue
+        prepare = av.info(case.variant.name).prepare
+        device = case.device.split(":")[0]
+        if prepare is not None and case.variant.name not in wanted.get((prepare, device), []):
+            wanted.setdefault((prepare, device), []).append(case.variant.name)
+    for (prepare, device), names in wanted.items():
+        began = time.perf_counter()
+        if not quiet:
+            print(f"building what {', '.join(names)} build on first use ({device}), before "
+                  "the first round", flush=True)  # fmt: skip
+        try:
+            prepare(device)
+        except Exception as error:  # the cases say so, one by one, with the error
+            print(f"warning: preparing {', '.join(names)} failed: {error}", file=sys.stderr)
+            continue
+        if not quiet:
+            print(f"  done in {time.perf_counter() - began:.1f} s", flush=True)
+
+
 def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = False) -> RunSummary:
     """Time `todo` (default: all the run's cases) into the run directory, round by round
     through the whole sweep: a case's rounds lie a pass apart, so a passing disturbance touches
@@ -365,6 +391,7 @@ def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = Fals
     sweep = _Sweep(run, todo, summary, quiet)
     try:
         _record_ceilings(run.spec, run.run_dir, quiet)
+        _prepare_variants(todo, quiet)
         sweep.first_round()
         for index in range(1, sweep.rounds):
             sweep.later_round(index)
