@@ -7,7 +7,6 @@ BENCH_REQUIRE_BROWSER=1 (as `.ci/run` sets) it fails instead."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import pytest
 
 from bench.history.changes import change_points
 from bench.history.series import case_points
+from bench.history.site import headless_chromium
 from bench.history.store import FORMAT_FILE, HistoryError, HistoryStore
 from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
 
@@ -193,22 +193,17 @@ def test_check_exits_1_when_the_newest_commit_starts_a_regression(tmp_path):
     assert flagged and all("eca b2 c64 14x14" in line or "suite" in line for line in flagged)
 
 
-def _chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        reason = ("no chromium and chromedriver here: bash .ci/browser.sh installs Debian's "
-                  "chromium and chromium-driver")  # fmt: skip
+def _chromium():
+    try:
+        return headless_chromium(width=1400, height=1000, console_log=True)
+    except RuntimeError as error:
         if os.environ.get("BENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"BENCH_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    return browser, driver
+            pytest.fail(f"BENCH_REQUIRE_BROWSER=1 but {error}")
+        pytest.skip(str(error))
 
 
 def test_the_site_opens_in_headless_chromium_with_its_step_marked_and_filters(tmp_path):
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     runs = history_runs(tmp_path / "runs", commits=14, step_at=7, step=1.25, variant="se")
@@ -219,14 +214,7 @@ def test_the_site_opens_in_headless_chromium_with_its_step_marked_and_filters(tm
     assert published.returncode == 0, published.stderr
     assert sorted(p.name for p in site.iterdir()) == ["index.html", "plotly.min.js"]
     assert "http://" not in (site / "index.html").read_text().split("<script")[0]  # offline
-    browser, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                 "--allow-file-access-from-files"):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = _chromium()
     try:
         driver.get((site / "index.html").resolve().as_uri())
         WebDriverWait(driver, 30).until(lambda d: d.execute_script(

@@ -77,6 +77,7 @@ __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 # verdicts drawn from data that holds: the cases the suite's figures cover
 TESTED = ("regression", "improvement", "unchanged", "undetermined")
+VERDICTS = (*TESTED, "inconclusive", "insufficient")  # every verdict a case can get
 
 
 def _round_medians(values: np.ndarray, rounds: list[int]) -> dict[int, float]:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compare import MIN_ROUNDS, CaseComparison, Comparison, plain_value
+from .compare import MIN_ROUNDS, VERDICTS, CaseComparison, Comparison, plain_value
 
 
 def to_json(result: Comparison) -> dict[str, Any]:
@@ -37,10 +37,6 @@ def to_json(result: Comparison) -> dict[str, Any]:
         "only_base": result.only_base,
         "only_new": result.only_new,
     }  # fmt: skip
-
-
-VERDICTS = ("regression", "improvement", "unchanged", "undetermined", "inconclusive",
-            "insufficient")  # fmt: skip
 
 
 def _number(value: Any) -> Any:

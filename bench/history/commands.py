@@ -103,9 +103,9 @@ def _check(store, args: argparse.Namespace) -> int:
     rows, checks = [], []
     for machine, on_machine in points.groupby("machine", sort=False):
         newest = on_machine["position"].max()
-        series = [(SUITE, suite.assign(value=np.log(suite["ratio"])))
-                  for suite in [suite_points(on_machine)]]  # fmt: skip
-        series += [(label, line) for label, line in on_machine.groupby("label", sort=False)]
+        suite = suite_points(on_machine)
+        series = [(SUITE, suite.assign(value=np.log(suite["ratio"])))]
+        series += list(on_machine.groupby("label", sort=False))
         for label, line in series:
             if line["position"].max() != newest:
                 continue  # the case is not in the newest commit's run

@@ -259,11 +259,10 @@ def publish(rounds: pd.DataFrame, out: str | Path) -> Path:
     return index
 
 
-def screenshot(index: Path, png: Path, *, width: int = 1400, height: int = 1100) -> Path:
-    """A picture of the page as headless Chromium draws it (selenium and Debian's chromium and
-    chromium-driver, as `.ci/browser.sh` installs them)."""
+def headless_chromium(*, width: int = 1400, height: int = 1100, console_log: bool = False):
+    """A selenium driver of Debian's headless chromium with its own chromium-driver (as
+    `.ci/browser.sh` installs them); RuntimeError naming what is missing."""
     import shutil
-    import time
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
@@ -271,15 +270,27 @@ def screenshot(index: Path, png: Path, *, width: int = 1400, height: int = 1100)
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as error:
-        raise RuntimeError("--screenshot needs selenium (pip install -e '.[test]')") from error
+        raise RuntimeError("the browser needs selenium (pip install -e '.[test]')") from error
     if not browser or not driver_path:
-        raise RuntimeError("--screenshot needs chromium and chromedriver (bash .ci/browser.sh)")
+        raise RuntimeError(
+            "no chromium and chromedriver here: bash .ci/browser.sh installs Debian's chromium "
+            "and chromium-driver"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 f"--window-size={width},{height}"):  # fmt: skip
+                 f"--window-size={width},{height}", "--allow-file-access-from-files"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    if console_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def screenshot(index: Path, png: Path, *, width: int = 1400, height: int = 1100) -> Path:
+    """A picture of the page as headless Chromium draws it (`headless_chromium`)."""
+    import time
+
+    driver = headless_chromium(width=width, height=height)
     try:
         driver.get(index.resolve().as_uri())
         deadline = time.monotonic() + 30

@@ -359,8 +359,9 @@ def _prepare_variants(todo: list[Case], quiet: bool) -> None:
     first round: the build is not in any case's time, and the progress bar's rate is the
     sweep's. A build that fails is left to the cases, which record the error."""
     wanted: dict[Any, list[str]] = {}
+    registered = set(av.available())
     for case in todo:
-        if case.role == "reference" or case.variant.name not in av.available():
+        if case.role == "reference" or case.variant.name not in registered:
             continue
         prepare = av.info(case.variant.name).prepare
         device = case.device.split(":")[0]
