@@ -150,11 +150,11 @@ def test_resume_after_an_interrupt_adds_no_duplicate_rows(tmp_path, monkeypatch)
     original = runner.CaseRunner.start
     calls = {"n": 0}
 
-    def interrupting(self, case):
+    def interrupting(self, case, settings):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return original(self, case)
+        return original(self, case, settings)
 
     monkeypatch.setattr(runner.CaseRunner, "start", interrupting)
     first = run_sweep(spec, tmp_path / "run", quiet=True)
@@ -355,3 +355,17 @@ def test_committed_run_directories_load_and_keep_their_case_ids(name):
                for f, v in fields.items()]  # fmt: skip
         assert hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12] == row["case_id"]
     assert set(run_dir.samples().case_id) <= set(rows.case_id)
+
+
+def test_a_case_whose_interval_is_tight_closes_at_the_minimum_rounds(tmp_path, capsys):
+    spec, _ = build_spec(None, overrides={
+        "resolutions": "4", "modes": "infer", "references": False, "variants": "eca,se",
+        "channels": "16",
+        "timing": {"warmup_s": 0, "min_time_s": 0.01, "max_time_s": 1.0, "min_samples": 3,
+                   "target_ci": 1.0, "min_rounds": 2, "rounds": 4, "sweep_budget_s": 60.0},
+    })  # fmt: skip
+    summary = run_sweep(spec, tmp_path / "run")
+    rows = read_results(tmp_path / "run")
+    assert set(rows.rounds) == {2} and set(rows.stop_reason) == {"target"}
+    assert "2 reached timing.target_ci" in summary.line()
+    assert "budget left" in capsys.readouterr().err  # the progress bar's later passes

@@ -8,6 +8,7 @@ forward or backward), and the pieces they are made of.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import torch
@@ -30,14 +31,27 @@ def build_name() -> str:
     return f"attention_variants_channel_gate_cpu_{digest}"
 
 
+def _build_source(name: str) -> Path:
+    """The source copied into the build's own folder: ninja records the command with the
+    source's path in it, so compiling from a checkout's path would rebuild whenever another
+    checkout (a worktree of `bench ab`, a fresh clone) last built the same source."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    copy = Path(_get_build_directory(name, verbose=False)) / SOURCE.name
+    if not copy.exists() or copy.read_bytes() != SOURCE.read_bytes():
+        shutil.copyfile(SOURCE, copy)
+    return copy
+
+
 def _load() -> None:
     global _loaded
     from torch.utils import cpp_extension
 
     try:
+        name = build_name()
         cpp_extension.load(
-            name=build_name(),
-            sources=[str(SOURCE)],
+            name=name,
+            sources=[str(_build_source(name))],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,

@@ -40,9 +40,23 @@ class TimingBudget(BaseModel):
     rounds: int = Field(
         3,
         ge=1,
-        description="rounds the budget is split over, each on a fresh copy of the input; a "
-        "sweep goes through all its cases once per round, so each case's rounds lie minutes "
+        description="the most rounds a case gets, each on a fresh copy of the input; a sweep "
+        "goes through all its open cases once per round, so each case's rounds lie minutes "
         "apart and `bench compare` can treat them as independent",
+    )
+    min_rounds: int | None = Field(
+        None,
+        ge=1,
+        description="rounds every case gets (at most `rounds`; unset: `rounds`); past them a "
+        "sweep closes a case once its interval is within target_ci. `bench compare` tests a "
+        "case with 2 rounds a side and more narrow its interval",
+    )
+    sweep_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a sweep may take from its start (sweep only; unset: no limit): "
+        "after the first pass the rounds left go to the cases whose intervals are widest "
+        "against target_ci (bench/sweep/schedule.py says the rule)",
     )
 
     @model_validator(mode="after")
@@ -158,7 +172,9 @@ def time_round(
     reference: nn.Module | None = None,
 ) -> TimedRound:
     """One round on a fresh copy of `x`, each sample of `module` followed by one of `reference`
-    on the same copy, with its own calibration, inside a CPU-load window."""
+    on the same copy, with its own calibration, inside a CPU-load window. `module`'s first use
+    is done (`first_call`, or an earlier round of the same case), so its warm-up makes no
+    extra call."""
     # where a tensor lands in memory moves cache-sized cases by several percent: each round
     # times a fresh copy, and the rounds together average that out
     x_round = x.clone()
@@ -169,7 +185,7 @@ def time_round(
     with CpuLoadWindow(used_threads) as window:
         timing = measure(
             mode_fn(mode, module, x_round), reference=paired, device=str(x.device),
-            threads=threads, **settings,
+            threads=threads, first_use_done=True, **settings,
         )  # fmt: skip
     return TimedRound(
         timing, window.load, time.perf_counter() - started, [] if gpu is None else gpu.check()

@@ -67,6 +67,7 @@ class Measurement:
     # per sample, when rounds with their own calibration were combined
     sample_block_sizes: list[int] | None = None
     sample_rounds: list[int] | None = None
+    sampling_s: float = 0.0  # wall seconds of the sampling loop, paired reference included
 
     @property
     def block_sizes(self) -> list[int]:
@@ -148,6 +149,7 @@ def combine(measurements: Sequence[Measurement]) -> Measurement:
         references,
         block_sizes,
         [r for r, m in enumerate(measurements) for _ in m.samples_s],
+        sum(m.sampling_s for m in measurements),
     )
 
 
@@ -222,28 +224,37 @@ def _calibrate_block_size(
     return block_size, calls
 
 
-def _warm_up(fn: Callable[[], Any], warmup_s: float, sync: Callable[[], None]) -> tuple[int, float]:
-    """Run `fn` for `warmup_s` (and at least twice); returns (calls, nanoseconds per call).
+def _warm_up(
+    fn: Callable[[], Any], warmup_s: float, sync: Callable[[], None], first_use_done: bool
+) -> tuple[int, float]:
+    """Run `fn` for `warmup_s` (at least once); returns (calls, nanoseconds per call).
 
-    The estimate leaves out the first call: compilation or a kernel build on first use would
-    make a fast call look slow and give blocks of one call.
+    Unless `first_use_done`, an extra first call is left out of the estimate: compilation or a
+    kernel build on first use would make a fast call look slow and give blocks of one call.
+    Once that cost is paid, a call longer than `warmup_s` is its own warm-up and estimate.
     """
-    fn()
-    sync()
+    extra = 0
+    if not first_use_done:
+        fn()
+        sync()
+        extra = 1
     calls, start = 0, time.perf_counter_ns()
     while calls < 1 or time.perf_counter_ns() - start < warmup_s * 1e9:
         fn()
         calls += 1
     sync()
-    return calls + 1, (time.perf_counter_ns() - start) / calls
+    return calls + extra, (time.perf_counter_ns() - start) / calls
 
 
 class _CpuTimer:
     """Times `fn` in blocks sized so that reading the clock costs under 0.1% of a block."""
 
-    def __init__(self, fn, *, warmup_s: float, block_size: int | None, min_block_s: float):
+    def __init__(
+        self, fn, *, warmup_s: float, block_size: int | None, min_block_s: float,
+        first_use_done: bool,
+    ):  # fmt: skip
         self.fn = fn
-        self.warmup_calls, per_call_ns = _warm_up(fn, warmup_s, lambda: None)
+        self.warmup_calls, per_call_ns = _warm_up(fn, warmup_s, lambda: None, first_use_done)
         if block_size is None:
             block_size, calibration_calls = _calibrate_block_size(fn, per_call_ns, min_block_s)
             self.warmup_calls += calibration_calls
@@ -266,10 +277,13 @@ def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
 class _CudaTimer:
     """Times one call between CUDA events, after an L2 flush outside the timed region."""
 
-    def __init__(self, fn, device, *, warmup_s: float, l2_flush: bool, cuda_graph: bool):
+    def __init__(
+        self, fn, device, *, warmup_s: float, l2_flush: bool, cuda_graph: bool,
+        first_use_done: bool,
+    ):  # fmt: skip
         sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
         sync()
-        self.warmup_calls, _ = _warm_up(fn, warmup_s, sync)
+        self.warmup_calls, _ = _warm_up(fn, warmup_s, sync, first_use_done)
         if cuda_graph:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
@@ -308,6 +322,7 @@ def measure(
     l2_flush: bool = True,
     cuda_graph: bool = False,
     reference: Callable[[], Any] | None = None,
+    first_use_done: bool = False,
 ) -> Measurement:
     """Time `fn()` for at least `min_time_s`, then until the median's 95% CI half-width is within
     `target_ci` (relative) or `max_time_s` has passed. Warm-up (compilation, autotuning) happens
@@ -320,6 +335,10 @@ def measure(
     With `reference` (e.g. a plain copy of the same tensor), each sample of `fn` is followed by
     one of `reference`: the pairs see the same moment of the machine, so their ratio cancels
     the drift that separate runs cannot (`Measurement.reference_samples_s`).
+
+    `first_use_done`: `fn` (and `reference`) ran before, so no first-use cost (compilation, a
+    kernel build) is left to keep out of the warm-up's estimate of a call, and a slow call
+    needs no extra one.
     """
     device = torch.device(device)
     if not (target_ci > 0 and 0 <= min_time_s <= max_time_s and 1 <= min_samples <= max_samples):
@@ -335,9 +354,13 @@ def measure(
     def timer(f):
         if device.type == "cuda":
             return _CudaTimer(
-                f, device, warmup_s=warmup_s, l2_flush=l2_flush, cuda_graph=cuda_graph
-            )
-        return _CpuTimer(f, warmup_s=warmup_s, block_size=block_size, min_block_s=min_block_s)
+                f, device, warmup_s=warmup_s, l2_flush=l2_flush, cuda_graph=cuda_graph,
+                first_use_done=first_use_done,
+            )  # fmt: skip
+        return _CpuTimer(
+            f, warmup_s=warmup_s, block_size=block_size, min_block_s=min_block_s,
+            first_use_done=first_use_done,
+        )  # fmt: skip
 
     with thread_count(threads) as used_threads:
         main = timer(fn)
@@ -360,8 +383,15 @@ def measure(
             )
             if reason:
                 break
+        sampling_s = time.perf_counter() - started
     measurement = Measurement(
-        samples, main.block_size, str(device), used_threads, main.warmup_calls, reason
+        samples,
+        main.block_size,
+        str(device),
+        used_threads,
+        main.warmup_calls,
+        reason,
+        sampling_s=sampling_s,
     )
     if paired is not None:
         measurement.reference_samples_s = reference_samples

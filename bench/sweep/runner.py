@@ -31,9 +31,7 @@ from ..measurement.case import (
     PreparedCase,
     TimedRound,
     finish_case,
-    first_call,
     prepare_case,
-    round_settings,
     time_round,
 )
 from ..measurement.ceilings import measure_ceilings
@@ -41,7 +39,7 @@ from ..measurement.counting import Counts
 from ..measurement.environment import load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
-from ..measurement.timing import mode_fn
+from ..measurement.timing import combine, mode_fn
 from .cases import Case, build_module
 from .plan import SweepRun, start_run
 from .resume import open_resumed, prepare_resume
@@ -53,6 +51,7 @@ from .rundir import (
     result_row,
     utc_now,
 )
+from .schedule import CLOSED_AS, RoundScheduler
 from .shards import Shard
 from .spec import SweepSpec
 
@@ -68,6 +67,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     flags: Counter = field(default_factory=Counter)  # quality flag -> rows carrying it
     flagged_rows: int = 0
+    closed: Counter = field(default_factory=Counter)  # why cases stopped taking rounds
 
     def count_flags(self, flags: list[str]) -> None:
         if flags:
@@ -97,6 +97,9 @@ class RunSummary:
             f"{state}: {sum(self.statuses.values())} cases run{resumed}: {counts} "
             f"in {self.elapsed_s:.1f} s; run directory {self.run_dir}"
         )
+        closed = [f"{self.closed[r]} {CLOSED_AS[r]}" for r in CLOSED_AS if self.closed[r]]
+        if closed:
+            line += "\nrounds: cases closed as they " + ", ".join(closed)
         if self.flagged_rows:
             line += (
                 f"\nwarning: {self.flagged_rows} case(s) flagged in the `quality` column "
@@ -147,6 +150,21 @@ class PendingCase:
     seed: int
     rounds: list[TimedRound] = field(default_factory=list)
     wall_s: float = 0.0
+    last_cost_s: float = 0.0  # the last round in all: building, first call and timing
+
+    @property
+    def width(self) -> float:
+        """The relative half-width of the median's 95% interval over all its rounds (NaN:
+        too few samples)."""
+        return combine([r.timing for r in self.rounds]).ci_relative_half_width
+
+    def report_to(self, scheduler: RoundScheduler) -> str:
+        """The last round, told to the scheduler; why the case closed, or ''."""
+        last = self.rounds[-1]
+        return scheduler.record(
+            self.case.case_id, cost_s=self.last_cost_s, timed_s=last.wall_s,
+            sampling_s=last.timing.sampling_s, samples=last.timing.n, width=self.width,
+        )  # fmt: skip
 
 
 class CaseRunner:
@@ -158,7 +176,9 @@ class CaseRunner:
         self.run_dir = run.run_dir
         self._counts: dict[tuple, Counts] = {}
 
-    def start(self, case: Case) -> tuple[dict[str, Any] | None, PendingCase | None]:
+    def start(
+        self, case: Case, settings: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, PendingCase | None]:
         """The case's first round: (a finished row, None) when it is skipped or fails; else
         (None, the case to go on with or finish)."""
         seed = self.run.seed_of(case)
@@ -171,13 +191,16 @@ class CaseRunner:
         started = time.perf_counter()
         try:
             module, x = self._build(case, seed)
+            built = time.perf_counter()
             prepared = prepare_case(
                 module, x, mode=case.mode, threads=self.spec.threads, compile=case.compile,
                 paired=self.spec.timing.paired_reference and case.role == "variant",
                 counts_cache=self._counts, counts_key=case.shape_key,
             )  # fmt: skip
             pending = PendingCase(case, row, prepared, seed)
-            self._time(pending, prepared.timed, x, 0)
+            self._time(pending, prepared.timed, x, settings)
+            # what later rounds repeat: the build and the round, not the counting
+            pending.last_cost_s = built - started + pending.rounds[-1].wall_s
             if self.spec.profile:
                 profile_case(
                     mode_fn(case.mode, prepared.timed, x),
@@ -194,41 +217,45 @@ class CaseRunner:
             _release(case)
         return None, pending
 
-    def done(self, pending: PendingCase) -> bool:
-        """No round is left in the case's budget (all taken, or its time cap used)."""
-        return round_settings(self.spec.timing, len(pending.rounds), pending.wall_s) is None
-
-    def next_round(self, pending: PendingCase, index: int) -> dict[str, Any] | None:
-        """Round `index` of a started case, on a freshly built module; a failure ends the case
-        as an error row, returned."""
+    def next_round(self, pending: PendingCase, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """Another round of a started case, on a freshly built module; a failure ends the
+        case as an error row, returned."""
         started = time.perf_counter()
         try:
             module, x = self._build(pending.case, pending.seed)
-            timed = pending.prepared.timed  # a compiled module is kept: compiling again costs
-            if timed is None:
-                timed = module
-                first_call(pending.case.mode, module, x, self.spec.threads)
-            self._time(pending, timed, x, index)
+            # a compiled module is kept (compiling again costs); an eager one is built afresh,
+            # its first use (lazy loading) long done in the first round, so the warm-up
+            # absorbs its first call
+            timed = module if pending.prepared.timed is None else pending.prepared.timed
+            self._time(pending, timed, x, settings)
         except Exception as error:
             _record_failure(pending.row, error)
             pending.row["wall_time_s"] = pending.wall_s + time.perf_counter() - started
             return pending.row
         finally:
             _release(pending.case)
+        pending.last_cost_s = time.perf_counter() - started
         return None
 
-    def finish(self, pending: PendingCase) -> tuple[dict[str, Any], CaseMeasurement]:
+    def finish(
+        self, pending: PendingCase, closed: str = ""
+    ) -> tuple[dict[str, Any], CaseMeasurement]:
+        """The case's row and measurement from its rounds; `closed` says why it took no more
+        (the scheduler's reason, in `stop_reason`)."""
         measured = finish_case(pending.prepared, pending.rounds)
         pending.row.update(measured_fields(measured, pending.case.batch))
         pending.row.update(status="ok", wall_time_s=pending.wall_s)
+        if closed:
+            pending.row["stop_reason"] = closed
         return pending.row, measured
 
     def _build(self, case: Case, seed: int) -> tuple[nn.Module, torch.Tensor]:
         seed_everything(seed)  # every round builds the same weights and input
         return build_case(case)
 
-    def _time(self, pending: PendingCase, module: nn.Module, x: torch.Tensor, index: int) -> None:
-        settings = round_settings(self.spec.timing, index, pending.wall_s)
+    def _time(
+        self, pending: PendingCase, module: nn.Module, x: torch.Tensor, settings: dict[str, Any]
+    ) -> None:
         timed = time_round(
             pending.case.mode, module, x, settings, threads=self.spec.threads,
             reference=pending.prepared.reference,
@@ -284,19 +311,23 @@ def _record_ceilings(spec: SweepSpec, run_dir: RunDirectory, quiet: bool) -> Non
 
 
 class _Sweep:
-    """One pass of `execute`: its runner, its progress bar, the cases between rounds."""
+    """One pass of `execute`: its runner, its scheduler, its progress bar, the cases between
+    rounds."""
 
-    def __init__(self, run: SweepRun, todo: list[Case], summary: RunSummary, quiet: bool):
+    def __init__(
+        self, run: SweepRun, todo: list[Case], summary: RunSummary, quiet: bool, started: float
+    ):
         self.run = run
         self.run_dir = run.run_dir
         self.todo = todo
         self.summary = summary
         self.quiet = quiet
         self.runner = CaseRunner(run)
+        self.scheduler = RoundScheduler(run.spec.timing, started=started)
         self.rounds = run.spec.timing.rounds
         self.pending: dict[str, PendingCase] = {}
         self.bar = tqdm(
-            total=len(todo) * self.rounds, disable=quiet, unit="case", dynamic_ncols=True,
+            total=len(todo) * self.rounds, disable=quiet, unit="round", dynamic_ncols=True,
             desc="sweep",
         )  # fmt: skip
 
@@ -311,47 +342,79 @@ class _Sweep:
 
     def show(self, case: Case, index: int) -> None:
         """The case about to be timed, on the bar and on disk (a process death leaves it)."""
-        flagged = f"{self.summary.flagged_rows} flagged; " if self.summary.flagged_rows else ""
-        where = f"round {index + 1}/{self.rounds}: " if self.rounds > 1 else ""
-        self.bar.set_postfix_str(flagged + where + case.label, refresh=True)
+        parts = [f"{self.summary.flagged_rows} flagged"] if self.summary.flagged_rows else []
+        left = self.scheduler.budget_left_s
+        if index > 0:
+            if left is not None:
+                parts.append(f"budget left {max(left, 0):.0f} s")
+            parts.append(f"{len(self.pending)} open")
+        if self.rounds > 1:
+            parts.append(f"round {index + 1}: {case.label}")
+        else:
+            parts.append(case.label)
+        self.bar.set_postfix_str("; ".join(parts), refresh=True)
         self.run_dir.mark_in_progress(case.case_id, case.label)
 
+    def close(self, case_id: str, closed: str) -> None:
+        """Write a case that takes no more rounds; the bar drops the rounds it will not take."""
+        state = self.pending.pop(case_id)
+        self.bar.update(self.rounds - len(state.rounds))
+        self.summary.closed[closed] += 1
+        self.record(*self.runner.finish(state, closed))
+
+    def fail(self, case_id: str, row: dict[str, Any]) -> None:
+        state = self.pending.pop(case_id)
+        self.scheduler.fail(case_id)
+        self.bar.update(self.rounds - len(state.rounds))
+        self.record(row, None)
+
     def first_round(self) -> None:
+        settings = self.scheduler.first_settings()
         for case in self.todo:
             self.show(case, 0)
-            row, started = self.runner.start(case)
+            row, started = self.runner.start(case, settings)
             self.run_dir.clear_in_progress()
             if row is not None:
                 self.bar.update(self.rounds)
                 self.record(row, None)
-            elif self.runner.done(started):
-                self.bar.update(self.rounds)
-                self.record(*self.runner.finish(started))  # on disk at once: nothing left
-            else:
+                continue
+            self.bar.update(1)
+            self.pending[case.case_id] = started
+            closed = started.report_to(self.scheduler)
+            if closed:
+                self.close(case.case_id, closed)  # on disk at once: nothing left
+
+    def later_rounds(self) -> None:
+        """Passes over the open cases, as the scheduler plans them, until none is open."""
+        while planned := self.scheduler.next_pass():
+            self.close_closed()  # closed by the budget before this pass
+            for entry in planned:
+                state = self.pending[entry.key]
+                self.show(state.case, len(state.rounds))
+                failed = self.runner.next_round(state, entry.settings)
+                self.run_dir.clear_in_progress()
+                if failed is not None:
+                    self.fail(entry.key, failed)
+                    continue
                 self.bar.update(1)
-                self.pending[case.case_id] = started
+                closed = state.report_to(self.scheduler)
+                if closed:
+                    self.close(entry.key, closed)
+        self.close_closed()
 
-    def later_round(self, index: int) -> None:
-        for case_id, state in list(self.pending.items()):
-            self.show(state.case, index)
-            failed = self.runner.next_round(state, index)
-            self.run_dir.clear_in_progress()
-            finished = failed is not None or self.runner.done(state)
-            self.bar.update(self.rounds - index if finished else 1)  # rounds it will not take
-            if failed is not None:
-                del self.pending[case_id]
-                self.record(failed, None)
-            elif finished:
-                del self.pending[case_id]
-                self.record(*self.runner.finish(state))
+    def close_closed(self) -> None:
+        for case_id in list(self.pending):
+            closed = self.scheduler.cases[case_id].closed
+            if closed:
+                self.close(case_id, closed)
 
-    def finish_pending(self, *, interrupted: bool = False) -> None:
-        """Write the cases still between rounds, in the sweep's order (after Ctrl-C, what was
-        timed so far, with fewer rounds)."""
+    def finish_pending(self) -> None:
+        """After Ctrl-C: write the cases still between rounds, with the rounds they have, in
+        the sweep's order."""
         for case_id in list(self.pending):
             state = self.pending.pop(case_id)
-            if state.rounds or not interrupted:
-                self.record(*self.runner.finish(state))
+            if state.rounds:
+                self.record(*self.runner.finish(state, "interrupted"))
 
 
 def _prepare_variants(todo: list[Case], quiet: bool) -> None:
@@ -389,18 +452,16 @@ def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = Fals
     started = time.perf_counter()
     todo = run.cases if todo is None else todo
     summary = RunSummary(run.run_dir.path, skipped_as_recorded=len(run.cases) - len(todo))
-    sweep = _Sweep(run, todo, summary, quiet)
+    sweep = _Sweep(run, todo, summary, quiet, started)
     try:
         _record_ceilings(run.spec, run.run_dir, quiet)
         _prepare_variants(todo, quiet)
         sweep.first_round()
-        for index in range(1, sweep.rounds):
-            sweep.later_round(index)
-        sweep.finish_pending()
+        sweep.later_rounds()
     except KeyboardInterrupt:
         summary.interrupted = True
         run.run_dir.clear_in_progress()  # stopped by the user, not a crash: it runs on resume
-        sweep.finish_pending(interrupted=True)
+        sweep.finish_pending()
     finally:
         sweep.bar.close()
         summary.elapsed_s = time.perf_counter() - started
