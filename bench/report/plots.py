@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..sweep.rundir import REFERENCE_NAMES
+from ..sweep.rundir import REFERENCE_NAMES, RunDirectory
+from . import roofs
 
 COLUMN_WIDTH_IN = 3.5
 FULL_WIDTH_IN = 7.0
@@ -230,11 +231,17 @@ def roofline(
     name: str,
     colours: dict[str, str],
 ) -> list[Path]:
-    """Arithmetic intensity (FLOPs/byte) against achieved FLOP/s, under the machine's copy
-    bandwidth and matmul ceilings measured in the same run."""
+    """Arithmetic intensity (FLOPs/byte) against achieved FLOP/s, under the roofs measured in
+    the same run: the large copy's (black), the fastest copy in cache (grey) and the matmul
+    peak; a grey dash over each point marks its own roof, a copy of its working set
+    (`bench.report.roofs`). A point above its own roof has the reason beside it."""
     part = rows[(rows["flops"] > 0) & (rows["bytes_moved"] > 0)].copy()
-    part["intensity"] = part["flops"] / part["bytes_moved"]
-    part["achieved"] = part["flops"] / part["latency_median_s"]
+    if ceilings is not None:
+        ladder = RunDirectory.copy_ladder(ceilings)
+        part = roofs.with_roofs(part, ladder, ceilings["peak_flops_per_s"])
+    else:
+        part["intensity"] = part["flops"] / part["bytes_moved"]
+        part["achieved"] = part["flops"] / part["latency_median_s"]
     paths = []
     for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
         with plt.rc_context(RC):
@@ -255,25 +262,51 @@ def roofline(
             ax.set_xscale("log")
             ax.set_yscale("log")
             if ceilings is not None:
-                bandwidth = ceilings["memory_bandwidth_bytes_per_s"]
-                peak = ceilings["peak_flops_per_s"]
-                ridge = peak / bandwidth  # the intensity where a kernel turns compute-bound
-                lo = part["intensity"].min() / 3
-                hi = max(part["intensity"].max(), ridge) * 3
-                x = np.logspace(np.log10(lo), np.log10(hi), 200)
-                ax.plot(
-                    x,
-                    np.minimum(bandwidth * x, peak),
-                    color="black",
-                    linewidth=1.2,
-                    label=f"ceiling: copy {bandwidth / 1e9:.0f} GB/s, matmul {peak / 1e9:.0f} GFLOP/s",
-                )
+                _draw_roofs(ax, part, ladder, ceilings)
             ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, log)")
             ax.set_ylabel("achieved FLOP/s (log)")
             ax.set_title(name.replace("_", " "))
             _legend_outside(fig, [ax], width)
             paths += _save(fig, directory, f"roofline_{name}_{suffix}")
     return paths
+
+
+def _draw_roofs(ax, part: pd.DataFrame, ladder, ceilings: pd.Series) -> None:
+    bandwidth = ceilings["memory_bandwidth_bytes_per_s"]
+    peak = ceilings["peak_flops_per_s"]
+    fastest_size, fastest = max(ladder, key=lambda rung: rung[1])
+    lo = part["intensity"].min() / 3
+    hi = max(part["intensity"].max(), peak / bandwidth) * 3
+    x = np.logspace(np.log10(lo), np.log10(hi), 200)
+    ax.plot(
+        x, np.minimum(fastest * x, peak), color="0.6", linewidth=0.8, linestyle="--",
+        label=f"copy in cache: {fastest / 1e9:.0f} GB/s ({_bytes_label(fastest_size)})",
+    )  # fmt: skip
+    ax.plot(
+        x,
+        np.minimum(bandwidth * x, peak),
+        color="black",
+        linewidth=1.2,
+        label=f"copy beyond the caches: {bandwidth / 1e9:.0f} GB/s; matmul {peak / 1e9:.0f} "
+        "GFLOP/s",
+    )
+    ax.scatter(
+        part["intensity"], part["roof"], marker="_", s=30, color="0.45", linewidths=0.8,
+        label="each point's own roof: a copy of its working set", zorder=0,
+    )  # fmt: skip
+    for _, point in part[part["above_roof"]].iterrows():
+        ax.annotate(
+            f"{point['variant_label']}: {point['roof_note']}",
+            (point["intensity"], point["achieved"]),
+            fontsize=5, xytext=(3, 3), textcoords="offset points",
+        )  # fmt: skip
+
+
+def _bytes_label(size: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.0f} {unit}"
+    return f"{size:.0f} B"
 
 
 def network_overhead(

@@ -354,6 +354,15 @@ class RunDirectory:
         path = self.path / _CEILINGS
         return pd.read_csv(path) if path.exists() else None
 
+    @staticmethod
+    def copy_ladder(ceiling: pd.Series) -> list[tuple[float, float]]:
+        """A ceilings row's copy ladder: (working-set bytes, bytes/s), small to large; a run
+        measured before the ladder existed has its one large copy."""
+        text = ceiling.get("copy_ladder")
+        if isinstance(text, str) and text:
+            return [(float(size), float(speed)) for size, speed in json.loads(text)]
+        return [(2.0 * ceiling["copy_bytes"], float(ceiling["memory_bandwidth_bytes_per_s"]))]
+
     def recorded_ceilings(self) -> set[tuple[str, str]]:
         """(device, dtype) pairs whose ceilings are measured already."""
         frame = self.ceilings()
