@@ -7,7 +7,7 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "CPU sweep of every variant: 3 resolutions x 3 channel counts, "
-        "infer and train, 5 rounds each, in about 2 min on 2 cores",
+        "infer and train, 3 to 5 rounds each, within a 90 s budget",
         "variants": ["all", "eca_mha(attention_impl=naive)"],
         "batch_sizes": [2],
         "channels": [64, 128, 256],
