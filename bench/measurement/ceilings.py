@@ -4,8 +4,8 @@ A large copy (reads and writes a buffer larger than the last-level cache) gives 
 bandwidth; a large square matmul gives the compute ceiling. A ladder of smaller copies gives
 the bandwidth a working set of each size sees (in L1, L2, L3), since a block whose input and
 output fit in a cache is fed faster than memory can feed it: each point of a roofline has the
-roof of its own working set (`bench.report.roofs`). All are timed with the same timer as the cases,
-so the roofline compares like with like.
+roof of its own working set (`bench.report.roofs`). All are timed with the same timer as the
+cases, so the roofline compares like with like.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """How a sweep spends its time: which cases get another round, and how long each round samples.
 
-The rule. The first pass times every case once, each for its cap's share (`round_settings`:
-what is left of `timing.max_time_s` over the rounds left). After it, the sweep goes on in
-passes over the cases still *open*, in the sweep's order, so a case's rounds stay a pass apart.
+The rule. The first pass times every case once. After it, the sweep goes on in passes over
+the cases still *open*, in the sweep's order, so a case's rounds stay a pass apart.
 A case closes, and its row is written, when
 
 - ``target``: it has `timing.min_rounds` rounds and the 95% interval of its median (over all
@@ -11,11 +10,12 @@ A case closes, and its row is written, when
 - ``cap``: its own `timing.max_time_s` is spent;
 - ``budget``: the sweep's budget is spent and it has its minimum rounds.
 
-Without `timing.sweep_budget_s` every open case gets a round in each pass, its cap's share.
-With it (seconds from the sweep's start, building and counting included), a pass may spend
-the budget left over the passes that may still come. In a pass, the cases short of
-`min_rounds` come first, each with the shortest round that takes its share of
-`timing.min_samples`; what is left of the pass's share goes to the open cases in order of how
+Without `timing.sweep_budget_s` every round, the first included, samples for its cap's share
+(`round_settings`: what is left of `timing.max_time_s` over the rounds left). With it (seconds
+from the sweep's start, building and counting included), the first pass gives every case its
+shortest round (its share of `timing.min_time_s` and of `timing.min_samples`), and each later
+pass may spend the budget left over the passes that may still come. In a pass, the cases short
+of `min_rounds` come first, each with its shortest round; what is left of the pass's share goes to the open cases in order of how
 far their interval is from the target, widest first, each a round as long as its interval
 needs to reach the target in its remaining rounds (samples needed grow as the square of the
 width: the interval of a median narrows as one over the root of the samples), at most its
@@ -39,7 +39,6 @@ from typing import Any
 from ..measurement.case import TimingBudget, round_settings
 from ..measurement.timing import MIN_SAMPLES_FOR_CI
 
-CLOSE_REASONS = ("target", "rounds", "cap", "budget", "failed")
 CLOSED_AS = {  # how the sweep's summary says, once, why cases took the rounds they took
     "target": "reached timing.target_ci",
     "rounds": "took timing.rounds, the most",
@@ -58,7 +57,7 @@ class CaseProgress:
     width: float = math.inf  # relative half-width of its median's 95% interval (inf: no CI)
     per_sample_s: float = 0.0  # sampling seconds per sample, its paired reference included
     fixed_s: float = 0.0  # a round's cost besides sampling: building, first call, warm-up
-    closed: str = ""  # one of CLOSE_REASONS once it takes no more rounds
+    closed: str = ""  # once it takes no more rounds: a key of CLOSED_AS, or "failed"
 
 
 @dataclass
@@ -82,7 +81,6 @@ class RoundScheduler:
         self.max_rounds = timing.rounds
         self.min_rounds = min(timing.min_rounds or timing.rounds, timing.rounds)
         self.cases: dict[Hashable, CaseProgress] = {}
-        self.passes = 1  # the first pass is the caller's: every case, `first_settings`
 
     # ---- what the runner tells it ---------------------------------------------------------
 
@@ -138,7 +136,6 @@ class RoundScheduler:
         open_keys = self.open_cases
         if not open_keys:
             return []
-        self.passes += 1
         if left is None:
             return [Planned(key, self._cap_share(self.cases[key])) for key in open_keys]
         chosen = self._fit(open_keys, max(left, 0.0))
@@ -173,8 +170,9 @@ class RoundScheduler:
 
     def _shortest_s(self, case: CaseProgress) -> float:
         """Sampling seconds of the shortest round: its share of min_time_s and of
-        min_samples."""
-        return max(self._samples_per_round() * case.per_sample_s, self._floor_s())
+        min_samples, at most its cap's share."""
+        shortest = max(self._samples_per_round() * case.per_sample_s, self._floor_s())
+        return min(shortest, self._cap_share(case)["max_time_s"])
 
     def _cost_s(self, case: CaseProgress, sampling_s: float) -> float:
         """What a round sampling for `sampling_s` costs in all: a round takes its 3 samples
@@ -185,12 +183,12 @@ class RoundScheduler:
         """Sampling seconds this round for the interval to reach the target in the case's
         remaining rounds, between its shortest round and its cap's share."""
         cap = self._cap_share(case)["max_time_s"]
-        shortest = min(self._shortest_s(case), cap)
+        shortest = self._shortest_s(case)
         if case.width <= self.timing.target_ci:
             return shortest
         if math.isinf(case.width):  # too few samples for an interval: enough for one
             missing = max(MIN_SAMPLES_FOR_CI - case.samples, 0) * case.per_sample_s
-            return min(max(missing, shortest), max(cap, shortest))
+            return min(max(missing, shortest), cap)
         needed = case.samples * ((case.width / self.timing.target_ci) ** 2 - 1)
         rounds_left = max(self.max_rounds - case.rounds, 1)
         return min(max(needed / rounds_left * case.per_sample_s, shortest), cap)
@@ -202,9 +200,7 @@ class RoundScheduler:
         passes_left = max(self.max_rounds - cases[k].rounds for k in open_keys)
         allowance = left / max(passes_left, 1)
         chosen = {
-            k: min(self._shortest_s(cases[k]), self._cap_share(cases[k])["max_time_s"])
-            for k in open_keys
-            if cases[k].rounds < self.min_rounds
+            k: self._shortest_s(cases[k]) for k in open_keys if cases[k].rounds < self.min_rounds
         }
         spent = sum(self._cost_s(cases[k], t) for k, t in chosen.items())
         target = self.timing.target_ci
