@@ -285,8 +285,8 @@ def test_bench_run_and_run_all_default_to_the_quick_preset():
     )  # fmt: skip
     spec, _ = build_spec("quick")
     assert result.stdout.strip().endswith(f"{len(expand(spec))} cases")
-    assert "within a 90 s budget" in PRESETS["quick"]["description"]
-    assert PRESETS["quick"]["timing"]["sweep_budget_s"] == 90.0
+    assert "within an 80 s budget" in PRESETS["quick"]["description"]
+    assert PRESETS["quick"]["timing"]["sweep_budget_s"] == 80.0
 
 
 def test_rounds_on_the_command_line_set_the_timing_budget():

@@ -34,7 +34,7 @@ def build_name() -> str:
 def _build_source(name: str) -> Path:
     """The source copied into the build's own folder: ninja records the command with the
     source's path in it, so compiling from a checkout's path would rebuild whenever another
-    checkout (a worktree of `bench ab`, a fresh clone) last built the same source."""
+    checkout run by the same Python (a worktree of `bench ab`) last built the same source."""
     from torch.utils.cpp_extension import _get_build_directory
 
     copy = Path(_get_build_directory(name, verbose=False)) / SOURCE.name
