@@ -157,7 +157,8 @@ def test_installed_packages_offer_variants_through_the_entry_point_group(tmp_pat
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "test_entry_gate b2" in result.stdout  # the quick preset, as run_all.py uses
+    batch = PRESETS["quick"]["batch_sizes"][0]
+    assert f"test_entry_gate b{batch}" in result.stdout  # the quick preset, as run_all.py uses
 
 
 # ---- the variant expression ------------------------------------------------------------------
