@@ -256,6 +256,22 @@ def test_ab_sweeps_two_revisions_in_turns_and_compares(tmp_path):
     assert "## Performance comparison" in report and "eca b1 c8 4x4" in report
 
 
+def test_ab_sweeps_the_gate_preset_unless_a_sweep_is_named(tmp_path):
+    from bench.gate.ab import sweep_options
+    from bench.sweep.spec import build_spec
+
+    options = sweep_options(["--variants", "eca"], tmp_path)
+    assert options[0] == "--spec" and options[2:] == ["--variants", "eca"]
+    from_file, _ = build_spec(None, options[1])
+    gate, _ = build_spec("gate")
+    # the same sweep as the preset, from a file an older BASE can read too
+    assert from_file.model_dump(exclude={"preset"}) == gate.model_dump(exclude={"preset"})
+    assert gate.batch_sizes == [2] and gate.timing.rounds == 5
+    assert gate.timing.sweep_budget_s is None
+    for named in (["--preset", "quick"], ["--preset=quick"], ["--spec", "mine.yaml"]):
+        assert sweep_options(named, tmp_path) == named
+
+
 def test_a_flagged_case_is_inconclusive_and_exits_3(tmp_path):
     base = write_run(tmp_path / "base", {"eca": draws(2e-4), "se": draws(3e-4, seed=1)})
     # eca looks 30% slower, but NEW was measured on a busy machine: no verdict either way

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from torch import nn
 
 import attention_variants as av
 from bench.sweep import runner
@@ -369,3 +370,25 @@ def test_a_case_whose_interval_is_tight_closes_at_the_minimum_rounds(tmp_path, c
     assert set(rows.rounds) == {2} and set(rows.stop_reason) == {"target"}
     assert "2 reached timing.target_ci" in summary.line()
     assert "budget left" in capsys.readouterr().err  # the progress bar's later passes
+
+
+def test_the_sweep_budget_starts_after_the_kernel_builds(tmp_path):
+    # a variant whose first-use build takes longer than the whole budget: were the build
+    # counted, every case would close at the budget after its minimum round
+    @av.register("test_slow_build", paper="-", prepare=lambda device: time.sleep(2.5))
+    def _identity(channels: int) -> nn.Module:
+        return nn.Identity()
+
+    try:
+        spec, _ = build_spec(None, overrides={
+            "resolutions": "4", "modes": "infer", "references": False,
+            "variants": "test_slow_build", "channels": "8,16",
+            "timing": {"warmup_s": 0, "min_time_s": 0.005, "max_time_s": 1.0,
+                       "min_samples": 3, "target_ci": 1e-9, "min_rounds": 1, "rounds": 3,
+                       "sweep_budget_s": 2.0},
+        })  # fmt: skip
+        run_sweep(spec, tmp_path / "run", quiet=True)
+    finally:
+        av.unregister("test_slow_build")
+    rows = read_results(tmp_path / "run")
+    assert set(rows.rounds) == {3} and set(rows.stop_reason) == {"rounds"}

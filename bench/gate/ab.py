@@ -15,9 +15,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from ..measurement.environment import REPOSITORY
+from ..sweep.presets import PRESETS
 from .compare import CompareInputError, compare, parse_threshold
 from .render import markdown
+
+
+def sweep_options(sweep_args: list[str], scratch: Path) -> list[str]:
+    """`bench run`'s options for both sides: the gate preset unless a preset or a spec file
+    is named (a spec file alone, as with `bench run`, starts from no preset). The preset goes
+    as a spec file written from this checkout, so a BASE older than the preset sweeps the same
+    cases the same way."""
+    if any(arg.split("=")[0] in ("--preset", "--spec") for arg in sweep_args):
+        return sweep_args
+    gate = {key: value for key, value in PRESETS["gate"].items() if key != "description"}
+    spec_file = scratch / "gate-preset.yaml"
+    spec_file.write_text(yaml.safe_dump(gate, sort_keys=False))
+    return ["--spec", str(spec_file), *sweep_args]
 
 
 def _git(*args: str, cwd: Path = REPOSITORY) -> str:
@@ -57,6 +73,7 @@ def run_ab(
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
         trees = {}
+        options = sweep_options(sweep_args, Path(scratch))
         try:
             for side, revision in (("base", base), ("new", new)):
                 trees[side] = _checkout(revision, Path(scratch) / side)
@@ -71,7 +88,7 @@ def run_ab(
                         "-m",
                         "bench",
                         "run",
-                        *sweep_args,
+                        *options,
                         "--quiet",
                         "--out",
                         str(target),

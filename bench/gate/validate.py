@@ -1,16 +1,16 @@
-"""Does `bench compare` hold on this machine, over the whole quick preset?
+"""Does `bench compare` hold on this machine, over the gate preset that `bench ab` sweeps?
 
     python -m bench.gate.validate run DIR [--runs 23]      # the runs (about 2 min each)
     python -m bench.gate.validate score DIR [--per-side 2]  # the compares and the table
     python -m bench.gate.validate contention DIR            # sweeps beside a busy core
 
-`run` sweeps the quick preset `--runs` times, each run a fresh process with the gate's own
-budget (the preset's, as CI runs it), one after the other, with the slowed copies of
-`bench.gate.slowed` beside the real variants (eca, se and cbam in inference, 15% slower).
+`run` sweeps the gate preset `--runs` times, each run a fresh process as `bench ab` runs it,
+one after the other, with the slowed copies of `bench.gate.slowed` beside the real variants
+(eca, se and cbam in inference, 15% slower).
 `score` then compares runs as `bench ab --runs 2` (the gate's default) does: BASE is runs i and
 i+2, NEW runs i+1 and i+3 (two sweeps per side, in turns), for every i; twice:
 
-- same code: the quick preset's own cases; every regression flagged is a false alarm
+- same code: the gate preset's own cases; every regression flagged is a false alarm
   (goal: a flag in at most 1 of 20 compares);
 - slowed: the same runs, with NEW's eca, se and cbam inference cases replaced by their
   slowed copies; the goal is that at least 90% of the slowed cases are flagged, and that the
@@ -51,9 +51,9 @@ PER_SIDE = 2  # runs per side: `bench ab`'s default
 
 
 def sweep_command(out: Path) -> list[str]:
-    """One validation run: the quick preset as the gate runs it, with the slowed copies."""
+    """One validation run: the gate preset, with the slowed copies."""
     return [
-        sys.executable, "-m", "bench", "run", "--preset", "quick", "--plugin",
+        sys.executable, "-m", "bench", "run", "--preset", "gate", "--plugin",
         "bench.gate.slowed", "--quiet", "--out", str(out),
     ]  # fmt: skip
 
@@ -130,7 +130,7 @@ def _slowed_name(label: str) -> str | None:
 
 
 def _view(run: Run, *, slowed: bool) -> tuple[Run, set[str]]:
-    """The run as the real quick preset (no slowed copies), or with each slowed copy standing
+    """The run as the real gate preset (no slowed copies), or with each slowed copy standing
     in for its original (under the original's case id); and the ids of the cases replaced."""
     cases = run.cases
     labels = cases["variant_label"].astype(str)
@@ -247,7 +247,7 @@ def summary(outcomes: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="sweep the quick preset --runs times into DIR")
+    run = commands.add_parser("run", help="sweep the gate preset --runs times into DIR")
     run.add_argument("directory", type=Path)
     run.add_argument("--runs", type=int, default=23)
     scored = commands.add_parser("score", help="compare each run with the next; print the table")

@@ -54,7 +54,8 @@ class TimingBudget(BaseModel):
     sweep_budget_s: float | None = Field(
         None,
         gt=0,
-        description="seconds a sweep may take from its start (sweep only; unset: no limit): "
+        description="seconds a sweep's cases may take from its first round (sweep only; unset: "
+        "no limit; the roofline ceilings and kernel builds before it are not counted): "
         "after the first pass the rounds left go to the cases whose intervals are widest "
         "against target_ci (bench/sweep/schedule.py says the rule)",
     )

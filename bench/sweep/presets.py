@@ -28,6 +28,25 @@ PRESETS: dict[str, dict[str, Any]] = {
             "sweep_budget_s": 80.0,
         },
     },
+    "gate": {
+        "description": "what bench ab and bench.gate.validate sweep: the quick preset's "
+        "cases at batch 2, 5 rounds each, no budget (about 2 min on 2 CPU cores)",
+        "variants": ["all", "eca_mha(attention_impl=naive)"],
+        "batch_sizes": [2],
+        "channels": [64, 128, 256],
+        "resolutions": [14, 28, 56],
+        "devices": ["cpu"],
+        # every case its five rounds and a 1% target: the gate's goals were validated on this
+        # (results/gate-validation); shorter and fewer rounds widen its intervals
+        "timing": {
+            "warmup_s": 0.01,
+            "min_time_s": 0.05,
+            "max_time_s": 0.3,
+            "target_ci": 0.01,
+            "min_samples": 5,
+            "rounds": 5,
+        },
+    },
     "default": {
         "description": "CPU sweep: 4 resolutions x 4 channel counts, infer and train",
         "batch_sizes": [8],

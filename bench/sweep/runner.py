@@ -314,16 +314,14 @@ class _Sweep:
     """One pass of `execute`: its runner, its scheduler, its progress bar, the cases between
     rounds."""
 
-    def __init__(
-        self, run: SweepRun, todo: list[Case], summary: RunSummary, quiet: bool, started: float
-    ):
+    def __init__(self, run: SweepRun, todo: list[Case], summary: RunSummary, quiet: bool):
         self.run = run
         self.run_dir = run.run_dir
         self.todo = todo
         self.summary = summary
         self.quiet = quiet
         self.runner = CaseRunner(run)
-        self.scheduler = RoundScheduler(run.spec.timing, started=started)
+        self.scheduler = RoundScheduler(run.spec.timing)
         self.rounds = run.spec.timing.rounds
         self.pending: dict[str, PendingCase] = {}
         self.bar = tqdm(
@@ -369,6 +367,8 @@ class _Sweep:
         self.record(row, None)
 
     def first_round(self) -> None:
+        # the budget is the cases': the ceilings and the kernel builds before it are not in it
+        self.scheduler.started = self.scheduler.clock()
         settings = self.scheduler.first_settings()
         for case in self.todo:
             self.show(case, 0)
@@ -452,7 +452,7 @@ def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = Fals
     started = time.perf_counter()
     todo = run.cases if todo is None else todo
     summary = RunSummary(run.run_dir.path, skipped_as_recorded=len(run.cases) - len(todo))
-    sweep = _Sweep(run, todo, summary, quiet, started)
+    sweep = _Sweep(run, todo, summary, quiet)
     try:
         _record_ceilings(run.spec, run.run_dir, quiet)
         _prepare_variants(todo, quiet)
