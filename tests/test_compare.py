@@ -502,6 +502,11 @@ def test_the_validation_scores_slowed_copies_in_place_of_their_originals(tmp_pat
     table = summary(outcomes)
     assert "| same code: compares with any regression flagged | 0 / 2" in " ".join(table.split())
     assert "slowed cases flagged regression | 2 / 2 (100.0%)" in " ".join(table.split())
+    # a false improvement is a false alarm too
+    outcomes.loc[same.index[0], "verdict"] = "improvement"
+    table = " ".join(summary(outcomes).split())
+    assert "| same code: compares with any regression flagged | 0 / 2" in table
+    assert "compares with any case flagged (regression or improvement) | 1 / 2" in table
 
 
 # ---- verdicts that say what the data shows; variance between processes -----------------------

@@ -213,12 +213,15 @@ def summary(outcomes: pd.DataFrame) -> str:
         flagged = int((frame["verdict"] == verdict).sum())
         return f"{flagged} / {len(frame)} ({flagged / max(len(frame), 1):.1%})"
 
-    def compares_with(frame: pd.DataFrame) -> int:
-        return int(frame[frame["verdict"] == "regression"]["compare"].nunique())
+    def compares_with(frame: pd.DataFrame, verdicts: tuple[str, ...] = ("regression",)) -> int:
+        return int(frame[frame["verdict"].isin(verdicts)]["compare"].nunique())
 
     gated = same[same["verdict"].isin(TESTED)]
+    flagged = compares_with(same, ("regression", "improvement"))
     rows = [
         ("same code: compares with any regression flagged", f"{compares_with(same)} / {compares}"),
+        ("same code: compares with any case flagged (regression or improvement)",
+         f"{flagged} / {compares}"),
         ("same code: tested cases flagged regression", rate(gated)),
         ("same code: tested cases flagged improvement", rate(gated, "improvement")),
         ("same code: tested cases shown unchanged", rate(gated, "unchanged")),
