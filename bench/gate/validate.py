@@ -1,6 +1,6 @@
 """Does `bench compare` hold on this machine, over the gate preset that `bench ab` sweeps?
 
-    python -m bench.gate.validate run DIR [--runs 23]      # the runs (about 2 min each)
+    python -m bench.gate.validate run DIR [--runs 23]      # the runs (2.5 to 3 min each)
     python -m bench.gate.validate score DIR [--per-side 2]  # the compares and the table
     python -m bench.gate.validate contention DIR            # sweeps beside a busy core
 

@@ -30,14 +30,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "gate": {
         "description": "what bench ab and bench.gate.validate sweep: the quick preset's "
-        "cases at batch 2, 5 rounds each, no budget (about 2 min on 2 CPU cores)",
+        "cases at batch 2, 5 rounds each, no budget (2.5 to 3 min on 2 CPU cores)",
         "variants": ["all", "eca_mha(attention_impl=naive)"],
         "batch_sizes": [2],
         "channels": [64, 128, 256],
         "resolutions": [14, 28, 56],
         "devices": ["cpu"],
-        # every case its five rounds and a 1% target: the gate's goals were validated on this
-        # (results/gate-validation); shorter and fewer rounds widen its intervals
+        # every case its five rounds and a 1% target: the settings of the gate's validations
+        # (results/gate-validation), kept apart from the quick preset's first impression
         "timing": {
             "warmup_s": 0.01,
             "min_time_s": 0.05,
