@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+# the cases of the quick and gate presets: every variant, 3 channel counts x 3 resolutions
+QUICK_GRID: dict[str, Any] = {
+    "variants": ["all", "eca_mha(attention_impl=naive)"],
+    "channels": [64, 128, 256],
+    "resolutions": [14, 28, 56],
+    "devices": ["cpu"],
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "CPU sweep of every variant: 3 resolutions x 3 channel counts, "
         "infer and train, 3 to 5 rounds each, within an 80 s budget",
-        "variants": ["all", "eca_mha(attention_impl=naive)"],
+        **QUICK_GRID,
         # batch 1: calls half as long as at batch 2 leave the budget room to narrow the
         # intervals of the slow cases (56x56 training, naive attention)
         "batch_sizes": [1],
-        "channels": [64, 128, 256],
-        "resolutions": [14, 28, 56],
-        "devices": ["cpu"],
         "timing": {
             "warmup_s": 0.003,
             "min_time_s": 0.03,
@@ -31,11 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gate": {
         "description": "what bench ab and bench.gate.validate sweep: the quick preset's "
         "cases at batch 2, 5 rounds each, no budget (2.5 to 3 min on 2 CPU cores)",
-        "variants": ["all", "eca_mha(attention_impl=naive)"],
+        **QUICK_GRID,
         "batch_sizes": [2],
-        "channels": [64, 128, 256],
-        "resolutions": [14, 28, 56],
-        "devices": ["cpu"],
         # every case its five rounds and a 1% target: the settings of the gate's validations
         # (results/gate-validation), kept apart from the quick preset's first impression
         "timing": {

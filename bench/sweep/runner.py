@@ -367,8 +367,7 @@ class _Sweep:
         self.record(row, None)
 
     def first_round(self) -> None:
-        # the budget is the cases': the ceilings and the kernel builds before it are not in it
-        self.scheduler.started = self.scheduler.clock()
+        self.scheduler.start()  # the budget is the cases', not the builds before them
         settings = self.scheduler.first_settings()
         for case in self.todo:
             self.show(case, 0)

@@ -84,6 +84,10 @@ class RoundScheduler:
 
     # ---- what the runner tells it ---------------------------------------------------------
 
+    def start(self) -> None:
+        """The budget counts from now: what ran before (ceilings, kernel builds) is not in it."""
+        self.started = self.clock()
+
     def first_settings(self) -> dict[str, Any]:
         """The first round of every case: its cap's share; with a budget, the shortest round
         (later passes lengthen the cases whose intervals need it)."""
