@@ -87,10 +87,15 @@ def _jobs(since: str) -> list[dict[str, str]]:
     return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
-def _finished_tasks(since: str, count: int) -> list[dict[str, str]] | None:
-    """The shards' array tasks once `count` of them have ended in the accounting (it is
-    written after the job, so it can lag behind `bench run`), else None."""
+def _finished_tasks(
+    since: str, count: int, ids: set[str] | None = None
+) -> list[dict[str, str]] | None:
+    """The shards' array tasks (of the jobs `ids` where given) once `count` of them have ended
+    in the accounting (it is written after the job, so it can lag behind `bench run`), else
+    None. sacct's start time also selects jobs still ending then, such as an earlier test's."""
     tasks = [j for j in _jobs(since) if j["name"] == "bench-shard"]
+    if ids is not None:
+        tasks = [t for t in tasks if t["id"] in ids]
     ended = [t for t in tasks if t["end"] not in ("", "Unknown")]
     return tasks if len(ended) == len(tasks) == count else None
 
@@ -186,7 +191,9 @@ def test_no_wait_prints_the_jobs_then_bench_merge_joins_them(slurm, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("submitted shard") == 2
     command = next(line for line in result.stdout.splitlines() if "bench merge" in line)
-    tasks = _until(lambda: _finished_tasks(since, 2), 300, "both shards to finish")
+    ids = {line.rsplit("job ", 1)[1].strip() for line in result.stdout.splitlines()
+           if line.startswith("submitted shard")}  # fmt: skip
+    tasks = _until(lambda: _finished_tasks(since, 2, ids), 300, "both shards to finish")
     assert {t["state"] for t in tasks} == {"COMPLETED"}
     merge_args = command.split("python -m bench merge ", 1)[1].split()
     merged = subprocess.run([sys.executable, "-m", "bench", "merge", *merge_args],
