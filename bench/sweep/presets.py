@@ -35,9 +35,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "gate": {
         "description": "what bench ab and bench.gate.validate sweep: the quick preset's "
-        "cases at batch 2, 5 rounds each, no budget (2.5 to 3 min on 2 CPU cores)",
+        "cases at batch 2, one intra-op thread, 5 rounds each, no budget (2.5 to 3 min on 2 "
+        "CPU cores)",
         **QUICK_GRID,
         "batch_sizes": [2],
+        # one thread: an op split over every core waits for the slowest, so any stall on any
+        # core lands in its time; on 2 shared cores that spread processes 2.3% apart, one 0.8%
+        "threads": 1,
         # every case its five rounds and a 1% target: the settings of the gate's validations
         # (results/gate-validation), kept apart from the quick preset's first impression
         "timing": {
