@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "gate": {
         "description": "what bench ab and bench.gate.validate sweep: the quick preset's "
-        "cases at batch 2, one intra-op thread, 5 rounds each, no budget (2.5 to 3 min on 2 "
+        "cases at batch 2, one intra-op thread, 5 rounds each, no budget (about 3 min on 2 "
         "CPU cores)",
         **QUICK_GRID,
         "batch_sizes": [2],
