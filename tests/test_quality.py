@@ -34,8 +34,19 @@ def _spin(seconds: float) -> None:
 
 
 def _busy_processes(count: int, seconds: float) -> list[subprocess.Popen]:
-    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
-    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    """`count` processes spinning for `seconds`, returned once each has started spinning: a
+    slow interpreter start would otherwise leave the window it was meant to load idle."""
+    code = (
+        f"import time\nend = time.time() + {seconds}\nprint('spinning', flush=True)\n"
+        "while time.time() < end: pass"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    for process in processes:
+        assert process.stdout.readline().strip() == "spinning"
+    return processes
 
 
 @linux_only
@@ -52,7 +63,6 @@ def test_a_busy_neighbour_on_every_cpu_is_contended():
     cpus = len(os.sched_getaffinity(0))
     neighbours = _busy_processes(cpus, seconds=3)
     try:
-        time.sleep(0.3)  # let them start spinning
         with CpuLoadWindow(threads=cpus) as window:
             _spin(0.6)
     finally:
@@ -81,7 +91,6 @@ def _short_case_flags(rounds: int = 8) -> tuple[list[str], list]:
 def test_a_short_case_beside_a_busy_process_is_contended():
     neighbour = _busy_processes(1, seconds=30)[0]
     try:
-        time.sleep(0.3)  # let it start spinning
         flags, loads = _short_case_flags()
     finally:
         neighbour.kill()

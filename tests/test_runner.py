@@ -58,8 +58,15 @@ def test_tiny_sweep_end_to_end(tmp_path):
         len(rows) == len(expand(spec)) == 2 * 2 * (3 + 2)
     )  # resolutions x modes x (refs + variants)
     assert set(rows.status) == {"ok"}
-    assert (rows.latency_ci_low_s <= rows.latency_median_s).all()
-    assert (rows.latency_median_s <= rows.latency_ci_high_s).all()
+    # a slow machine may stop a case at its 10 ms cap below six samples: no CI then, by design
+    few = rows.quality_flags.map(lambda flags: "few_samples" in flags)
+    assert (rows.latency_ci_low_s.isna() == few).all() and (
+        rows.latency_ci_high_s.isna() == few
+    ).all()
+    with_ci = rows[~few]
+    assert len(with_ci) > 0
+    assert (with_ci.latency_ci_low_s <= with_ci.latency_median_s).all()
+    assert (with_ci.latency_median_s <= with_ci.latency_ci_high_s).all()
     identity = rows[rows.variant == "identity"]
     assert (identity.flops == 0).all() and (identity.params == 0).all()
     eca = rows[(rows.variant == "eca") & (rows["mode"] == "infer")]
