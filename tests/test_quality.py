@@ -74,15 +74,19 @@ def test_a_busy_neighbour_on_every_cpu_is_contended():
 
 
 def _short_case_flags(rounds: int = 8) -> tuple[list[str], list]:
-    """A case whose rounds last about 10 ms each, far below /proc/stat's resolution alone,
-    timed with no earlier window in reach (another test's children, waited for, are ours)."""
+    """A case whose rounds last about 0.1 s each, too short for /proc/stat's ticks alone but
+    together long enough for the later rounds' windows to widen to MIN_WINDOW_S, timed with
+    no earlier window in reach (another test's children, waited for, are ours). Shorter in
+    all, the check would rest on a few ticks: a neighbour that our two threads crowd out
+    reads as less than the slack."""
     quality._recent.clear()
     budget = TimingBudget(
-        warmup_s=0.002, min_time_s=0.08, max_time_s=0.8, target_ci=0.5, rounds=rounds
+        warmup_s=0.002, min_time_s=0.8, max_time_s=2.0, target_ci=0.5, rounds=rounds
     )
     x = torch.randn(8, 64, 14, 14)
     timed = time_rounds("infer", av.create("eca", 64).eval(), x, budget=budget)
     assert min(r.wall_s for r in timed) < quality.MIN_WINDOW_S  # too short to check alone
+    assert max(r.cpu_load.window_s for r in timed) >= quality.MIN_WINDOW_S  # widened in full
     flags = sorted({f for r in timed for f in load_flags(r.cpu_load)})
     return flags, [r.cpu_load for r in timed]
 
