@@ -9,9 +9,11 @@ The model. A sweep times every case in rounds, one pass over the whole sweep per
 case's rounds lie minutes apart and each saw its own state of the machine. The round, not the
 sample, is the unit of evidence: samples inside a round share that state and are not
 independent. Per case and side, each round (of each run) gives the log of its median time and
-the log of its reference's median in the same round: by default the copy of the same tensor
-timed right after each sample, or ``--reference NAME``'s median in that round. (pytest-benchmark
-JSON without the suite's rounds counts each of its samples as a round.)
+the log of its reference's level in the same round: by default the copy of the same tensor
+timed right after each sample, its level taken so that time / copy is the median of the
+samples' own ratios (each sample divided by the copy beside it, in the machine's state of that
+moment: `bench.gate.model.round_levels`); or ``--reference NAME``'s median in that round.
+(pytest-benchmark JSON without the suite's rounds counts each of its samples as a round.)
 
 The log ratio NEW / BASE is estimated by a regression over the rounds of both sides on a side
 indicator and the log reference (`bench.gate.model`). The paired copy's slope is fitted within
@@ -69,7 +71,16 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from ..report.statistics import geometric_mean_interval
-from .model import MIN_ROUNDS, BetweenRuns, CaseFit, Rounds, between_runs, case_test, fit_case
+from .model import (
+    MIN_ROUNDS,
+    BetweenRuns,
+    CaseFit,
+    Rounds,
+    between_runs,
+    case_test,
+    fit_case,
+    round_levels,
+)
 from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
 __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]
@@ -98,14 +109,13 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
         values = run.samples.get(key, np.array([]))
         rounds = run.rounds.get(key) or [0] * values.size
         samples += values.size
-        by_round = _round_medians(values, rounds)
-        times += list(by_round.values())
-        runs += [index] * len(by_round)
+        levels = round_levels(values, run.paired_references.get(key), rounds)
+        times += levels.times.tolist()
+        runs += [index] * levels.rounds.size
         if reference is None:
             continue
         if reference == "copy" and key in run.paired_references:
-            paired = _round_medians(run.paired_references[key], rounds)
-            references += [paired[r] for r in by_round]
+            references += levels.references.tolist()
             continue
         anchor = run.reference_key(reference, _group(run.cases.loc[key]))
         if anchor is None:
@@ -121,7 +131,7 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
             anchor_values, run.rounds.get(anchor) or [0] * anchor_values.size
         )
         whole = float(np.median(anchor_values))
-        references += [anchor_rounds.get(r, whole) for r in by_round]
+        references += [anchor_rounds.get(r, whole) for r in levels.rounds.tolist()]
     return Rounds(
         np.asarray(times, dtype=float),
         None if reference is None else np.asarray(references, dtype=float),

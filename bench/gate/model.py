@@ -53,6 +53,44 @@ class Rounds:
 
 
 @dataclass
+class RoundLevels:
+    """One case's rounds, each as one time and one reference level (`round_levels`)."""
+
+    rounds: np.ndarray  # the round numbers, ascending
+    times: np.ndarray  # seconds per call: the median of the round's samples
+    references: np.ndarray  # the paired copy's level in the round (NaN: no pairs)
+    samples: np.ndarray  # samples in the round
+
+
+def round_levels(
+    seconds: np.ndarray, references: np.ndarray | None, rounds: np.ndarray | list[int]
+) -> RoundLevels:
+    """Per round: the median time, and the level of the copy paired with the samples, taken
+    so that time / level is the median of the samples' own ratios: each sample over the copy
+    timed right after it, in the machine's state of that moment. On a machine whose speed
+    wanders within a round, that cancels what a ratio of the round's two medians keeps."""
+    seconds = np.asarray(seconds, dtype=float)
+    rounds = np.asarray(rounds, dtype=int)[: seconds.size]
+    paired = (
+        np.full(seconds.size, np.nan)
+        if references is None
+        else np.asarray(references, dtype=float)[: seconds.size]
+    )
+    numbers = np.unique(rounds)
+    times, levels, counts = [], [], []
+    for number in numbers:
+        inside = rounds == number
+        time = float(np.median(seconds[inside]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.log(seconds[inside]) - np.log(paired[inside])
+        ratios = ratios[np.isfinite(ratios)]  # the samples that have a positive pair
+        times.append(time)
+        levels.append(time / np.exp(np.median(ratios)) if ratios.size else np.nan)
+        counts.append(int(inside.sum()))
+    return RoundLevels(numbers, np.array(times), np.array(levels), np.array(counts))
+
+
+@dataclass
 class CaseFit:
     """A case's log ratio and what its own rounds say of its variance (before `between`)."""
 
