@@ -9,7 +9,7 @@ rewrites what is there. The fingerprint hashes the run directory's "same machine
 (`bench.sweep.rundir.machine_facts`: CPU, GPUs, CUDA, torch, triton, threads), so runs from
 other machines are kept apart and never mixed in one series. Rows are one round of one case:
 the round's median time and the median of the copy timed beside it, which the series
-(`bench.history.series`) normalise with the gate's held slope. (The gate itself now takes a
+(`bench.history.series`) normalise with the gate's held slope. (The gate itself takes a
 round's copy level sample by sample, `bench.gate.model.round_levels`; the store keeps the
 copy's median, the meaning of its format 1.)
 """
