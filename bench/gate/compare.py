@@ -91,11 +91,6 @@ TESTED = ("regression", "improvement", "unchanged", "undetermined")
 VERDICTS = (*TESTED, "inconclusive", "insufficient")  # every verdict a case can get
 
 
-def _round_medians(values: np.ndarray, rounds: list[int]) -> dict[int, float]:
-    frame = pd.DataFrame({"value": values, "round": rounds[: len(values)]})
-    return frame.groupby("round")["value"].median().to_dict()
-
-
 def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
     """The case's per-round medians from every run of the side, each with its reference's:
     the paired copy where `reference` is copy and pairs exist, else the median of the
@@ -127,9 +122,10 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
                 "with --absolute"
             )
         anchor_values = run.samples[anchor]
-        anchor_rounds = _round_medians(
-            anchor_values, run.rounds.get(anchor) or [0] * anchor_values.size
+        anchor_levels = round_levels(
+            anchor_values, None, run.rounds.get(anchor) or [0] * anchor_values.size
         )
+        anchor_rounds = dict(zip(anchor_levels.rounds.tolist(), anchor_levels.times, strict=True))
         whole = float(np.median(anchor_values))
         references += [anchor_rounds.get(r, whole) for r in levels.rounds.tolist()]
     return Rounds(
