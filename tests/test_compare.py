@@ -266,7 +266,7 @@ def test_ab_sweeps_the_gate_preset_unless_a_sweep_is_named(tmp_path):
     gate, _ = build_spec("gate")
     # the same sweep as the preset, from a file an older BASE can read too
     assert from_file.model_dump(exclude={"preset"}) == gate.model_dump(exclude={"preset"})
-    assert gate.batch_sizes == [2] and gate.timing.rounds == 5 and gate.threads == 1
+    assert gate.batch_sizes == [2] and gate.timing.rounds == 10 and gate.threads == 1
     assert gate.timing.sweep_budget_s is None
     for named in (["--preset", "quick"], ["--preset=quick"], ["--spec", "mine.yaml"]):
         assert sweep_options(named, tmp_path) == named
