@@ -509,6 +509,24 @@ def test_the_validation_scores_slowed_copies_in_place_of_their_originals(tmp_pat
     assert "compares with any case flagged (regression or improvement) | 1 / 2" in table
 
 
+def test_the_validation_scores_a_runs_first_rounds_as_a_shorter_preset_would_have(tmp_path):
+    from bench.gate.sides import load_side
+    from bench.gate.validate import first_rounds, score
+
+    for i in range(4):
+        write_run(tmp_path / f"run-{i + 1:02d}", {"eca": draws(2e-4, seed=i)}, rounds=6)
+    run = load_side(tmp_path / "run-01").runs[0]
+    short = first_rounds(run, 2)
+    key = next(k for k in run.samples if k in run.paired_references)
+    assert sorted(set(short.rounds[key])) == [0, 1]  # rounds 0-1 of 0-5: a third of the samples
+    assert short.samples[key].size == run.samples[key].size // 3
+    kept = np.isin(run.rounds[key], [0, 1])
+    assert np.array_equal(short.samples[key], run.samples[key][kept])
+    assert np.array_equal(short.paired_references[key], run.paired_references[key][kept])
+    full, two = score(tmp_path, per_side=1), score(tmp_path, per_side=1, rounds=2)
+    assert len(full) == len(two) and not np.allclose(full["ratio"], two["ratio"])
+
+
 # ---- verdicts that say what the data shows; variance between processes -----------------------
 
 

@@ -1,7 +1,7 @@
 """Does `bench compare` hold on this machine, over the gate preset that `bench ab` sweeps?
 
-    python -m bench.gate.validate run DIR [--runs 23]      # the runs (2.5 to 3 min each)
-    python -m bench.gate.validate score DIR [--per-side 2]  # the compares and the table
+    python -m bench.gate.validate run DIR [--runs 23]      # the runs (4 to 5 min each)
+    python -m bench.gate.validate score DIR [--per-side 2] [--rounds N]  # compares, table
     python -m bench.gate.validate contention DIR            # sweeps beside a busy core
 
 `run` sweeps the gate preset `--runs` times, each run a fresh process as `bench ab` runs it,
@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..sweep.cases import CASE_FIELDS
@@ -162,6 +163,20 @@ def _view(run: Run, *, slowed: bool) -> tuple[Run, set[str]]:
     return Run(kept, samples, run.source, paired, rounds), set(renamed)
 
 
+def first_rounds(run: Run, rounds: int) -> Run:
+    """The run as if its sweep had stopped after `rounds` rounds: each case keeps the samples
+    (and paired copies) of its first `rounds` rounds; what a preset with fewer rounds would
+    have measured, on the same machine at the same time."""
+    samples, paired, numbers = {}, {}, {}
+    for key, values in run.samples.items():
+        of_sample = np.asarray(run.rounds.get(key) or [0] * values.size)[: values.size]
+        keep = np.isin(of_sample, np.unique(of_sample)[:rounds])
+        samples[key], numbers[key] = values[keep], of_sample[keep].tolist()
+        if key in run.paired_references:
+            paired[key] = np.asarray(run.paired_references[key])[: values.size][keep]
+    return Run(run.cases, samples, run.source, paired, numbers)
+
+
 @dataclass
 class Outcome:
     compare: int
@@ -175,13 +190,20 @@ class Outcome:
 
 
 def score(
-    directory: Path, per_side: int = PER_SIDE, threshold: float = THRESHOLD, alpha: float = ALPHA
+    directory: Path,
+    per_side: int = PER_SIDE,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+    rounds: int | None = None,
 ) -> pd.DataFrame:
+    """Every compare's verdicts; with `rounds`, on each case's first `rounds` rounds only."""
     runs = sorted(d for d in directory.glob("run-*") if RunDirectory.holds_run(d))
     window = 2 * per_side  # BASE takes every other run of a window, NEW the ones between
     if len(runs) < window:
         raise SystemExit(f"{directory}: {len(runs)} runs; a compare needs {window}")
     loaded = [load_side(d).runs[0] for d in runs]
+    if rounds is not None:
+        loaded = [first_rounds(run, rounds) for run in loaded]
     compares = len(loaded) - window + 1
     outcomes = []
     for index in range(1, compares + 1):
@@ -258,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     scored.add_argument("--per-side", type=int, default=PER_SIDE, help="runs per side")
     scored.add_argument("--threshold", type=float, default=THRESHOLD)
     scored.add_argument("--alpha", type=float, default=ALPHA)
+    scored.add_argument("--rounds", type=int, default=None,
+                        help="score each case's first N rounds of each run only")  # fmt: skip
     busy = commands.add_parser("contention", help="sweeps beside a busy CPU; rows flagged")
     busy.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
@@ -274,7 +298,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.per_side < 1:
         parser.error(f"--per-side {args.per_side}: allowed: 1 or more")
-    outcomes = score(args.directory, args.per_side, args.threshold, args.alpha)
+    if args.rounds is not None and args.rounds < 2:
+        parser.error(f"--rounds {args.rounds}: allowed: 2 or more (a test needs two per side)")
+    outcomes = score(args.directory, args.per_side, args.threshold, args.alpha, args.rounds)
     outcomes.to_csv(args.directory / "outcomes.csv", index=False)
     runs = sorted(d for d in args.directory.glob("run-*") if RunDirectory.holds_run(d))
     flagged, measured = map(sum, zip(*(contended_share(d) for d in runs), strict=True))
