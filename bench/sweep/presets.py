@@ -44,8 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threads": 1,
         # every case ten rounds of 0.06 s and a 1% target: the settings of the gate's
         # validations (results/gate-validation), kept apart from the quick preset's first
-        # impression. Ten, not five: each round is a fresh build whose own state scatters the
-        # case by ~8% on a shared 2-core machine, and only more of them narrow a run's mean
+        # impression. Ten, not five: each round is a fresh build whose own state moves the
+        # case by several percent on a shared 2-core machine; more of them narrow a run's mean
         "timing": {
             "warmup_s": 0.01,
             "min_time_s": 0.05,
