@@ -102,9 +102,8 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
         if key not in run.cases.index:
             continue
         values = run.samples.get(key, np.array([]))
-        rounds = run.rounds.get(key) or [0] * values.size
         samples += values.size
-        levels = round_levels(values, run.paired_references.get(key), rounds)
+        levels = round_levels(values, run.paired_references.get(key), run.sample_rounds(key))
         times += levels.times.tolist()
         runs += [index] * levels.rounds.size
         if reference is None:
@@ -122,9 +121,7 @@ def case_rounds(side: Side, key: str, reference: str | None) -> Rounds:
                 "with --absolute"
             )
         anchor_values = run.samples[anchor]
-        anchor_levels = round_levels(
-            anchor_values, None, run.rounds.get(anchor) or [0] * anchor_values.size
-        )
+        anchor_levels = round_levels(anchor_values, None, run.sample_rounds(anchor))
         anchor_rounds = dict(zip(anchor_levels.rounds.tolist(), anchor_levels.times, strict=True))
         whole = float(np.median(anchor_values))
         references += [anchor_rounds.get(r, whole) for r in levels.rounds.tolist()]

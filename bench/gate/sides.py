@@ -34,6 +34,11 @@ class Run:
     rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
     _reference_keys: dict[str, dict[tuple, str]] = field(default_factory=dict, repr=False)
 
+    def sample_rounds(self, key: str) -> np.ndarray:
+        """The round of each of the case's samples (all round 0 where none were recorded)."""
+        values = self.samples.get(key, np.array([]))
+        return np.asarray(self.rounds.get(key) or [0] * values.size, dtype=int)[: values.size]
+
     def reference_key(self, reference: str, group: tuple) -> str | None:
         """The key of `reference`'s case at a shape and setting, worked out once per run."""
         if reference not in self._reference_keys:

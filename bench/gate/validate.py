@@ -169,7 +169,7 @@ def first_rounds(run: Run, rounds: int) -> Run:
     have measured, on the same machine at the same time."""
     samples, paired, numbers = {}, {}, {}
     for key, values in run.samples.items():
-        of_sample = np.asarray(run.rounds.get(key) or [0] * values.size)[: values.size]
+        of_sample = run.sample_rounds(key)
         keep = np.isin(of_sample, np.unique(of_sample)[:rounds])
         samples[key], numbers[key] = values[keep], of_sample[keep].tolist()
         if key in run.paired_references:
