@@ -630,3 +630,36 @@ def test_a_case_whose_processes_differ_more_gets_the_wider_interval_its_runs_sho
                              for i, f in enumerate(fits) if i in noisy])  # fmt: skip
     assert covered >= 0.75 and covered_alone < 0.4  # shrunk toward the suite, not all the way
     assert width[True] > 2 * width[False]
+
+
+def test_one_run_per_side_calls_no_change_where_only_the_copy_moved(tmp_path):
+    """One run per side of 150 cases whose times and paired copies share the machine's drift
+    from round to round: in NEW, 5 cases' copies land 30% slower (their tensors in another
+    state in that process) while their times do not move, and 22 others are 20% slower."""
+    jumped, slowed = set(range(4, 150, 30)), set(range(0, 150, 7))
+    assert not jumped & slowed
+    sides = {}
+    for side in ("base", "new"):
+        cases = {}
+        for i in range(150):
+            slow = 1.2 if side == "new" and i in slowed else 1.0
+            times, refs = draws(2e-4 * slow, spread=0.01, seed=1000 * (side == "new") + i)
+            cases[f"v{i:03d}"] = (times, refs * (1.3 if side == "new" and i in jumped else 1.0))
+        sides[side] = write_run(tmp_path / side, cases)
+    result = compare(sides["base"], sides["new"])
+    assert result.between_runs.source == "suite"
+    verdicts = {int(c.label[1:4]): c for c in result.cases}
+    for i in jumped:  # against the copy alone, a clear improvement; the raw time says no
+        case = verdicts[i]
+        assert case.ratio < 0.85 and case.p_adjusted < 0.05 and case.raw_ratio > 0.95
+        assert case.verdict == "undetermined" and case.raw_p_adjusted >= 0.05
+        assert "did not move significantly" in case.reason
+    found = {i for i, c in verdicts.items() if c.verdict == "regression"}
+    assert found == slowed  # both tests agree on a real slowdown
+    assert all(verdicts[i].raw_p_adjusted < 0.05 for i in slowed)
+    assert not result.improvements
+    assert "5 case(s) past the threshold against the reference stay undetermined" in markdown(
+        result
+    )
+    # raw times need no second test; two runs per side measure each case's own run spread
+    assert all(np.isnan(c.raw_p_adjusted) for c in compare(*sides.values(), reference=None).cases)

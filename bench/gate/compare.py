@@ -34,6 +34,16 @@ did not change). Both estimates match medians, so up to half the cases may have 
 without moving it. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
 freedom combine both parts (Satterthwaite).
 
+One run per side. The suite's figure is one variance for every case, but the paired copy of a
+case also lands in its own process's state (its tensor in another cache or memory state), and
+a copy that jumped between the two processes while the case did not makes the case look
+changed. No single run shows that (with two or more runs per side, each case's own run spread
+does). So there, when the times are normalised, a regression or improvement also needs the
+case's raw time, tested alike (slope 0, its own suite-wide between-run variance, adjusted over
+the suite by Benjamini-Hochberg), to have moved significantly the same way: both tests must
+reject, so the pair keeps the gate's `alpha`. A case that fails only this check stays
+`undetermined`, its `reason` says so, and more runs per side would tell.
+
 The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-
 Hochberg): the expected share of false findings among flagged cases is at most `alpha` (0.05),
 and when nothing changed, the chance that any case is flagged is about `alpha`. Each tested case
@@ -43,9 +53,10 @@ gets one verdict:
   significant, and large enough to matter; `improvement` likewise below 1 / (1 + threshold);
 - `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
   within the threshold, not merely not shown to be outside it;
-- `undetermined`: neither: the data cannot tell. Each case carries the smallest slowdown this
-  data would have found (`detectable_ratio`: at `alpha` with 80% power, before the suite's
-  adjustment); more rounds or runs narrow it.
+- `undetermined`: neither (or, with one run per side, past the threshold against the copy
+  while its raw time did not move significantly): the data cannot tell. Each case carries the
+  smallest slowdown this data would have found (`detectable_ratio`: at `alpha` with 80%
+  power, before the suite's adjustment); more rounds or runs narrow it.
 
 The suite's one figure is the geometric mean of the tested cases' ratios with a 95% interval over
 cases. FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is
@@ -148,13 +159,15 @@ class CaseComparison:
     samples_base: int = 0
     samples_new: int = 0
     raw_ratio: float = float("nan")  # new / base of raw times, rounds' medians
-    reason: str = ""  # why a verdict is inconclusive or insufficient
+    reason: str = ""  # why a verdict is inconclusive, insufficient or held undetermined
     fields: dict[str, Any] = field(default_factory=dict)  # what identifies the case
     rounds_base: int = 0
     rounds_new: int = 0
     runs_base: int = 0
     runs_new: int = 0
     p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
+    # one run per side, normalised: the raw time's test, adjusted likewise (NaN otherwise)
+    raw_p_adjusted: float = float("nan")
     reference_slope: float = float("nan")  # how far the reference was divided out
     df: float = 0.0
     detectable_ratio: float = float("nan")  # the smallest slowdown this data would find
@@ -265,6 +278,7 @@ def compare_sides(
     result.only_new = [new.case(k)["label"] for k in new_keys if k not in set(base_keys)]
     drifts = []
     fits: dict[str, CaseFit] = {}
+    raw_fits: dict[str, CaseFit] = {}  # raw times, slope 0: a normalised regression's check
     for key in common:
         row_base, row_new = base.case(key), new.case(key)
         _exact_changes(result, row_base, row_new)
@@ -275,18 +289,24 @@ def compare_sides(
                 if b.n and n.n:
                     drifts.append(np.median(n.times) / np.median(b.times))
             continue
-        case, fit = _fit_case(base, new, key, row_base, reference)
+        case, fit, raw_fit = _fit_case(base, new, key, row_base, reference)
         result.cases.append(case)
         if fit is not None:
             fits[key] = fit
+        if raw_fit is not None:
+            raw_fits[key] = raw_fit
     # the undisturbed cases say how much processes differ; every tested case carries it
-    result.between_runs = between_runs(
-        [fits[c.key] for c in result.cases if c.key in fits and c.verdict != "inconclusive"]
-    )
+    undisturbed = [c.key for c in result.cases if c.key in fits and c.verdict != "inconclusive"]
+    result.between_runs = between_runs([fits[k] for k in undisturbed])
     for case in result.cases:
         if case.key in fits:
             _test_case(case, fits[case.key], result.between_runs, alpha)
-    _decide(result.cases, threshold=threshold, alpha=alpha)
+    raw_p: dict[str, float] = {}
+    if result.between_runs.source == "suite" and reference is not None:
+        # one run per side: the reference's own process may have moved; the time must agree
+        raw_between = between_runs([raw_fits[k] for k in undisturbed if k in raw_fits])
+        raw_p = {k: case_test(f, raw_between, alpha=alpha).p_value for k, f in raw_fits.items()}
+    _decide(result.cases, threshold=threshold, alpha=alpha, raw_p_values=raw_p)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
@@ -294,9 +314,9 @@ def compare_sides(
 
 def _fit_case(
     base: Side, new: Side, key: str, row: pd.Series, reference: str | None
-) -> tuple[CaseComparison, CaseFit | None]:
+) -> tuple[CaseComparison, CaseFit | None, CaseFit | None]:
     """The case's fit from its rounds, before the suite's between-run variance is known
-    (verdict `undetermined` until `_decide`)."""
+    (verdict `undetermined` until `_decide`), and with a reference, the fit of its raw times."""
     b, n = case_rounds(base, key, reference), case_rounds(new, key, reference)
     case = CaseComparison(
         key, row["label"], "undetermined",
@@ -314,11 +334,11 @@ def _fit_case(
     if fit is None:
         case.verdict = "insufficient"
         case.reason = f"{b.n} / {n.n} rounds; a test needs {MIN_ROUNDS} on each side"
-        return case, None
+        return case, None, None
     reason = _flag_reason(base.flags(key), new.flags(key))
     if reason:
         case.verdict, case.reason = "inconclusive", reason  # a disturbed machine: no verdict
-    return case, fit
+    return case, fit, None if reference is None else fit_case(b, n, slope=0.0)
 
 
 def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: float) -> None:
@@ -328,21 +348,43 @@ def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: 
     case.detectable_ratio = tested.detectable
 
 
-def _decide(cases: list[CaseComparison], *, threshold: float, alpha: float) -> None:
+def _decide(
+    cases: list[CaseComparison],
+    *,
+    threshold: float,
+    alpha: float,
+    raw_p_values: dict[str, float] | None = None,
+) -> None:
     """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the tested
     cases; a regression is significant after adjustment and slower than 1 + threshold, a case
-    is unchanged when its interval lies inside the threshold's bounds, undetermined otherwise."""
+    is unchanged when its interval lies inside the threshold's bounds, undetermined otherwise.
+    With `raw_p_values` (one run per side, normalised times), a regression or improvement also
+    needs its raw time's test, adjusted likewise, significant in the same direction."""
     gated = [c for c in cases if c.verdict == "undetermined"]
     if not gated:
         return
     adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
+    raw_adjusted = {}
+    if raw_p_values:
+        raw_gated = [c.key for c in gated if np.isfinite(raw_p_values.get(c.key, np.nan))]
+        raw_q = false_discovery_control([raw_p_values[k] for k in raw_gated], method="bh")
+        raw_adjusted = dict(zip(raw_gated, raw_q.tolist(), strict=True))
     low, high = 1 / (1 + threshold), 1 + threshold
     for case, q in zip(gated, adjusted, strict=True):
         case.p_adjusted = float(q)
-        if q < alpha and case.ratio > high:
-            case.verdict = "regression"
-        elif q < alpha and case.ratio < low:
-            case.verdict = "improvement"
+        case.raw_p_adjusted = raw_adjusted.get(case.key, float("nan"))
+        changed = "regression" if case.ratio > high else "improvement" if case.ratio < low else ""
+        if q < alpha and changed and raw_p_values:
+            slower = case.raw_ratio > 1
+            if not (case.raw_p_adjusted < alpha and slower == (changed == "regression")):
+                case.reason = (
+                    f"one run per side: {changed} against the reference, but the time itself "
+                    f"did not move significantly (raw {case.raw_ratio:.3f}, adjusted p "
+                    f"{case.raw_p_adjusted:.2g}); the reference's own process may have moved"
+                )
+                continue  # undetermined: more runs per side would tell
+        if q < alpha and changed:
+            case.verdict = changed
         elif low <= case.ci_low and case.ci_high <= high:
             case.verdict = "unchanged"
 

@@ -58,6 +58,7 @@ def _case_table(cases: list[CaseComparison], *, detectable: bool = False) -> str
         "rounds": f"{c.rounds_base} / {c.rounds_new}",
         **({"smallest slowdown it could find": _format_change(c.detectable_ratio)}
            if detectable else {}),
+        **({"why": c.reason or "-"} if any(x.reason for x in cases) else {}),
     } for c in cases]  # fmt: skip
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
@@ -117,6 +118,13 @@ def markdown(result: Comparison) -> str:
         lines[-1] += (
             " One run on a side is weaker evidence than two: how much processes differ is "
             "then read from the suite, not measured (`bench ab --runs 2` runs two per side)."
+        )
+    held = [c for c in result.undetermined if c.reason]
+    if held:
+        lines[-1] += (
+            f" {len(held)} case(s) past the threshold against the reference stay undetermined:"
+            " their raw time did not move significantly, so the reference's own process may "
+            "have moved (listed with the undetermined cases)."
         )
     mean, low, high, covered = result.geometric_mean
     if covered:
