@@ -39,9 +39,10 @@ case also lands in its own process's state (its tensor in another cache or memor
 a copy that jumped between the two processes while the case did not makes the case look
 changed. No single run shows that (with two or more runs per side, each case's own run spread
 does). So there, when the times are normalised, a regression or improvement also needs the
-case's raw time, tested alike (slope 0, its own suite-wide between-run variance, adjusted over
-the suite by Benjamini-Hochberg), to have moved significantly the same way: both tests must
-reject, so the pair keeps the gate's `alpha`. A case that fails only this check stays
+case's raw time over the machine's drift as the copies of the whole suite show it (the median
+of their shifts between the two processes, which no single copy moves), tested alike (its own
+suite-wide between-run variance, adjusted over the suite by Benjamini-Hochberg), to have moved
+significantly the same way: both tests must reject, so the pair keeps the gate's `alpha`. A case that fails only this check stays
 `undetermined`, its `reason` says so, and more runs per side would tell.
 
 The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-
@@ -53,8 +54,8 @@ gets one verdict:
   significant, and large enough to matter; `improvement` likewise below 1 / (1 + threshold);
 - `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
   within the threshold, not merely not shown to be outside it;
-- `undetermined`: neither (or, with one run per side, past the threshold against the copy
-  while its raw time did not move significantly): the data cannot tell. Each case carries the
+- `undetermined`: neither (or, with one run per side, past the threshold against its copy
+  while its time over the suite's drift did not move significantly): the data cannot tell. Each case carries the
   smallest slowdown this data would have found (`detectable_ratio`: at `alpha` with 80%
   power, before the suite's adjustment); more rounds or runs narrow it.
 
@@ -87,6 +88,7 @@ from .model import (
     BetweenRuns,
     CaseFit,
     Rounds,
+    RoundTest,
     between_runs,
     case_test,
     fit_case,
@@ -166,8 +168,9 @@ class CaseComparison:
     runs_base: int = 0
     runs_new: int = 0
     p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
-    # one run per side, normalised: the raw time's test, adjusted likewise (NaN otherwise)
-    raw_p_adjusted: float = float("nan")
+    # one run per side, normalised: raw time over the suite's drift, and its adjusted p-value
+    time_ratio: float = float("nan")
+    time_p_adjusted: float = float("nan")
     reference_slope: float = float("nan")  # how far the reference was divided out
     df: float = 0.0
     detectable_ratio: float = float("nan")  # the smallest slowdown this data would find
@@ -278,7 +281,7 @@ def compare_sides(
     result.only_new = [new.case(k)["label"] for k in new_keys if k not in set(base_keys)]
     drifts = []
     fits: dict[str, CaseFit] = {}
-    raw_fits: dict[str, CaseFit] = {}  # raw times, slope 0: a normalised regression's check
+    rounds: dict[str, tuple[Rounds, Rounds]] = {}  # BASE's and NEW's, per fitted case
     for key in common:
         row_base, row_new = base.case(key), new.case(key)
         _exact_changes(result, row_base, row_new)
@@ -289,24 +292,21 @@ def compare_sides(
                 if b.n and n.n:
                     drifts.append(np.median(n.times) / np.median(b.times))
             continue
-        case, fit, raw_fit = _fit_case(base, new, key, row_base, reference)
+        case, fit, sides = _fit_case(base, new, key, row_base, reference)
         result.cases.append(case)
         if fit is not None:
-            fits[key] = fit
-        if raw_fit is not None:
-            raw_fits[key] = raw_fit
+            fits[key], rounds[key] = fit, sides
     # the undisturbed cases say how much processes differ; every tested case carries it
     undisturbed = [c.key for c in result.cases if c.key in fits and c.verdict != "inconclusive"]
     result.between_runs = between_runs([fits[k] for k in undisturbed])
     for case in result.cases:
         if case.key in fits:
             _test_case(case, fits[case.key], result.between_runs, alpha)
-    raw_p: dict[str, float] = {}
+    checks: dict[str, RoundTest] = {}
     if result.between_runs.source == "suite" and reference is not None:
-        # one run per side: the reference's own process may have moved; the time must agree
-        raw_between = between_runs([raw_fits[k] for k in undisturbed if k in raw_fits])
-        raw_p = {k: case_test(f, raw_between, alpha=alpha).p_value for k, f in raw_fits.items()}
-    _decide(result.cases, threshold=threshold, alpha=alpha, raw_p_values=raw_p)
+        # one run per side: a case's own copy may have moved alone; its time must agree
+        checks = _time_checks(rounds, undisturbed, alpha)
+    _decide(result.cases, threshold=threshold, alpha=alpha, time_checks=checks)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
@@ -314,9 +314,9 @@ def compare_sides(
 
 def _fit_case(
     base: Side, new: Side, key: str, row: pd.Series, reference: str | None
-) -> tuple[CaseComparison, CaseFit | None, CaseFit | None]:
+) -> tuple[CaseComparison, CaseFit | None, tuple[Rounds, Rounds]]:
     """The case's fit from its rounds, before the suite's between-run variance is known
-    (verdict `undetermined` until `_decide`), and with a reference, the fit of its raw times."""
+    (verdict `undetermined` until `_decide`), and the rounds of BASE and NEW."""
     b, n = case_rounds(base, key, reference), case_rounds(new, key, reference)
     case = CaseComparison(
         key, row["label"], "undetermined",
@@ -334,11 +334,32 @@ def _fit_case(
     if fit is None:
         case.verdict = "insufficient"
         case.reason = f"{b.n} / {n.n} rounds; a test needs {MIN_ROUNDS} on each side"
-        return case, None, None
+        return case, None, (b, n)
     reason = _flag_reason(base.flags(key), new.flags(key))
     if reason:
         case.verdict, case.reason = "inconclusive", reason  # a disturbed machine: no verdict
-    return case, fit, None if reference is None else fit_case(b, n, slope=0.0)
+    return case, fit, (b, n)
+
+
+def _time_checks(
+    rounds: dict[str, tuple[Rounds, Rounds]], undisturbed: list[str], alpha: float
+) -> dict[str, RoundTest]:
+    """One run per side: each case's raw time, NEW / BASE, over the machine's drift between
+    the two processes as the copies of the whole suite show it (the median of their shifts),
+    tested with a between-run variance of its own from the suite: what the case's time did,
+    whatever its own copy did."""
+    shifts = [np.log(n.references).mean() - np.log(b.references).mean()
+              for b, n in (rounds[k] for k in undisturbed)]  # fmt: skip
+    drift = float(np.nanmedian(shifts)) if np.isfinite(shifts).any() else 0.0
+
+    def level(side: Rounds, value: float) -> Rounds:  # one reference for every round
+        return Rounds(side.times, np.full(side.n, value), side.samples, side.runs)
+
+    fits = {key: fit_case(level(b, 1.0), level(n, np.exp(drift)), slope=1.0)
+            for key, (b, n) in rounds.items()}  # fmt: skip
+    fitted = {key: fit for key, fit in fits.items() if fit is not None}
+    between = between_runs([fitted[k] for k in undisturbed if k in fitted])
+    return {key: case_test(fit, between, alpha=alpha) for key, fit in fitted.items()}
 
 
 def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: float) -> None:
@@ -353,34 +374,34 @@ def _decide(
     *,
     threshold: float,
     alpha: float,
-    raw_p_values: dict[str, float] | None = None,
+    time_checks: dict[str, RoundTest] | None = None,
 ) -> None:
     """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the tested
     cases; a regression is significant after adjustment and slower than 1 + threshold, a case
     is unchanged when its interval lies inside the threshold's bounds, undetermined otherwise.
-    With `raw_p_values` (one run per side, normalised times), a regression or improvement also
-    needs its raw time's test, adjusted likewise, significant in the same direction."""
+    With `time_checks` (one run per side, normalised times), a regression or improvement also
+    needs its time's check (`_time_checks`), adjusted likewise, significant the same way."""
     gated = [c for c in cases if c.verdict == "undetermined"]
     if not gated:
         return
     adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
-    raw_adjusted = {}
-    if raw_p_values:
-        raw_gated = [c.key for c in gated if np.isfinite(raw_p_values.get(c.key, np.nan))]
-        raw_q = false_discovery_control([raw_p_values[k] for k in raw_gated], method="bh")
-        raw_adjusted = dict(zip(raw_gated, raw_q.tolist(), strict=True))
+    checked = [c for c in gated if c.key in (time_checks or {})]
+    if checked:
+        p_values = [time_checks[c.key].p_value for c in checked]
+        time_q = false_discovery_control(p_values, method="bh")
+        for case, q in zip(checked, time_q, strict=True):
+            case.time_ratio, case.time_p_adjusted = time_checks[case.key].ratio, float(q)
     low, high = 1 / (1 + threshold), 1 + threshold
     for case, q in zip(gated, adjusted, strict=True):
         case.p_adjusted = float(q)
-        case.raw_p_adjusted = raw_adjusted.get(case.key, float("nan"))
         changed = "regression" if case.ratio > high else "improvement" if case.ratio < low else ""
-        if q < alpha and changed and raw_p_values:
-            slower = case.raw_ratio > 1
-            if not (case.raw_p_adjusted < alpha and slower == (changed == "regression")):
+        if q < alpha and changed and time_checks:
+            slower = case.time_ratio > 1
+            if not (case.time_p_adjusted < alpha and slower == (changed == "regression")):
                 case.reason = (
-                    f"one run per side: {changed} against the reference, but the time itself "
-                    f"did not move significantly (raw {case.raw_ratio:.3f}, adjusted p "
-                    f"{case.raw_p_adjusted:.2g}); the reference's own process may have moved"
+                    f"one run per side: {changed} against its copy, but its time over the "
+                    f"machine's drift did not move significantly ({case.time_ratio:.3f}, "
+                    f"adjusted p {case.time_p_adjusted:.2g}); its copy may have moved alone"
                 )
                 continue  # undetermined: more runs per side would tell
         if q < alpha and changed:

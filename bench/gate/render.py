@@ -122,9 +122,9 @@ def markdown(result: Comparison) -> str:
     held = [c for c in result.undetermined if c.reason]
     if held:
         lines[-1] += (
-            f" {len(held)} case(s) past the threshold against the reference stay undetermined:"
-            " their raw time did not move significantly, so the reference's own process may "
-            "have moved (listed with the undetermined cases)."
+            f" {len(held)} case(s) past the threshold against their copy stay undetermined: "
+            "their time over the machine's drift did not move significantly, so the copy may "
+            "have moved alone (listed with the undetermined cases)."
         )
     mean, low, high, covered = result.geometric_mean
     if covered:
