@@ -42,8 +42,9 @@ does). So there, when the times are normalised, a regression or improvement also
 case's raw time over the machine's drift as the copies of the whole suite show it (the median
 of their shifts between the two processes, which no single copy moves), tested alike (its own
 suite-wide between-run variance, adjusted over the suite by Benjamini-Hochberg), to have moved
-significantly the same way: both tests must reject, so the pair keeps the gate's `alpha`. A case that fails only this check stays
-`undetermined`, its `reason` says so, and more runs per side would tell.
+significantly the same way: both tests must reject, so the pair keeps the gate's `alpha`. A
+case that fails only this check stays `undetermined`, its `reason` says so, and more runs per
+side would tell.
 
 The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-
 Hochberg): the expected share of false findings among flagged cases is at most `alpha` (0.05),
@@ -55,9 +56,9 @@ gets one verdict:
 - `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
   within the threshold, not merely not shown to be outside it;
 - `undetermined`: neither (or, with one run per side, past the threshold against its copy
-  while its time over the suite's drift did not move significantly): the data cannot tell. Each case carries the
-  smallest slowdown this data would have found (`detectable_ratio`: at `alpha` with 80%
-  power, before the suite's adjustment); more rounds or runs narrow it.
+  while its time over the suite's drift did not move significantly): the data cannot tell.
+  Each case carries the smallest slowdown this data would have found (`detectable_ratio`:
+  at `alpha` with 80% power, before the suite's adjustment); more rounds or runs narrow it.
 
 The suite's one figure is the geometric mean of the tested cases' ratios with a 95% interval over
 cases. FLOPs, MACs, bytes, parameters and peak memory are exact, so any change in them is
