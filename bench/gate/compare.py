@@ -358,9 +358,10 @@ def _time_checks(
 
     fits = {key: fit_case(level(b, 1.0), level(n, np.exp(drift)), slope=1.0)
             for key, (b, n) in rounds.items()}  # fmt: skip
-    fitted = {key: fit for key, fit in fits.items() if fit is not None}
-    between = between_runs([fitted[k] for k in undisturbed if k in fitted])
-    return {key: case_test(fit, between, alpha=alpha) for key, fit in fitted.items()}
+    between = between_runs([fits[k] for k in undisturbed if fits[k] is not None])
+    return {
+        key: case_test(fit, between, alpha=alpha) for key, fit in fits.items() if fit is not None
+    }
 
 
 def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: float) -> None:
