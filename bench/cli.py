@@ -44,6 +44,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
         "--rounds", type=int, help="rounds per case, each on a fresh copy of the input (timing)"
     )
     sweep.add_argument(
+        "--max-time",
+        dest="max_time_s",
+        type=float,
+        metavar="SECONDS",
+        help="each case's time cap over all its rounds (timing.max_time_s)",
+    )
+    sweep.add_argument(
         "--no-references",
         dest="references",
         action="store_const",
@@ -156,8 +163,10 @@ def _executor_block(args: argparse.Namespace) -> dict | None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
-    if args.rounds is not None:
-        overrides["timing"] = {"rounds": args.rounds}
+    timing = {"rounds": args.rounds, "max_time_s": args.max_time_s}
+    timing = {k: v for k, v in timing.items() if v is not None}
+    if timing:
+        overrides["timing"] = timing
     block = _executor_block(args)
     if block:
         overrides["executor"] = block
@@ -175,6 +184,7 @@ SWEEP_FLAGS = (
     "profile",
     "shard",
     "rounds",
+    "max_time_s",
     *OVERRIDES,
     *EXECUTOR_FLAGS,
 )

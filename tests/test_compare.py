@@ -1,6 +1,8 @@
+import hashlib
 import json
 import subprocess
 import sys
+from itertools import product
 
 import numpy as np
 import pandas as pd
@@ -20,20 +22,32 @@ from bench.gate.render import markdown
 from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
 
 
-def write_run(path, cases, *, flops=None, quality=None, rounds=6):
+def write_run(path, cases, *, flops=None, quality=None, rounds=6, references=4, machine=1.0):
     """A run directory whose cases have the given samples, in `rounds` equal rounds.
 
     `cases` maps a variant name to (samples, paired_reference_samples); a copy reference row is
-    written per run as well.
+    written per run as well, and, as every sweep times them, the identity and conv3x3
+    references at `references` channel counts, with samples of their own (drawn afresh for
+    each run directory, on a machine `machine` times as slow).
     """
     path.mkdir(parents=True)
     rows, samples = [], []
-    for name, (times, refs) in {**cases, "copy": (cases_reference(cases), None)}.items():
-        case_id = f"id-{name}"
+    entries = {(name, 64): value for name, value in cases.items()}
+    entries[("copy", 64)] = (cases_reference(cases), None)
+    seed = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:4], "little")
+    for j in range(references):  # unpaired, as a sweep times them: read against the copy
+        for i, name in enumerate(("copy", "identity", "conv3x3")):
+            if (name, 16 * (j + 1)) not in entries:
+                times, _ = draws((1 + i) * 1e-4, n=10 * rounds, seed=seed + 10 * j + i,
+                                 rounds=rounds, slow_machine=machine)  # fmt: skip
+                entries[(name, 16 * (j + 1))] = (times, None)
+    for (name, channels), (times, refs) in entries.items():
+        case_id = f"id-{name}-{channels}"
+        role = "reference" if name in ("copy", "identity", "conv3x3") else "variant"
         rows.append({
             **dict.fromkeys(COLUMNS, ""), "run_id": "r", "case_id": case_id,
-            "role": "reference" if name == "copy" else "variant", "variant": name,
-            "variant_label": name, "batch": 8, "channels": 64, "height": 28, "width": 28,
+            "role": role, "variant": name,
+            "variant_label": name, "batch": 8, "channels": channels, "height": 28, "width": 28,
             "dtype": "float32", "device": "cpu", "mode": "infer",
             "memory_format": "contiguous", "compile": False, "status": "ok",
             "flops": (flops or {}).get(name, 1000), "macs": 10, "bytes_moved": 100,
@@ -113,7 +127,7 @@ def test_machine_drift_cancels_through_the_paired_copy(tmp_path):
     base = write_run(tmp_path / "base", {"eca": draws(2e-4, seed=1)})
     # the whole machine 30% slower: the variant and its paired copy alike (and, as machines
     # do, also drifting from round to round: how the copy's slope is learnt)
-    new = write_run(tmp_path / "new", {"eca": draws(2e-4, seed=2, slow_machine=1.3)})
+    new = write_run(tmp_path / "new", {"eca": draws(2e-4, seed=2, slow_machine=1.3)}, machine=1.3)
     normalised = compare(base, new)
     assert not normalised.regressions
     assert normalised.drift == pytest.approx(1.3, rel=0.03)
@@ -142,16 +156,20 @@ def test_exact_metric_changes_are_all_shown(tmp_path):
 
 
 def test_pytest_benchmark_json_with_raw_samples(tmp_path):
-    def save(path, eca_median, seed):
+    def save(path, eca_median, seed, others=("se", "cbam", "simam")):
+        """eca and `others` at two channel counts, and the copy, as pytest-benchmark saves
+        them (each sample a round, one run per side)."""
         rng = np.random.default_rng(seed)
         benchmarks = []
-        for name, median in (("eca", eca_median), ("copy", 1e-4)):
+        medians = {"eca": eca_median, "copy": 1e-4, **dict.fromkeys(others, 3e-4)}
+        for (name, median), channels in product(medians.items(), (64, 128)):
             data = list(median * (1 + 0.02 * rng.standard_normal(50)))
             benchmarks.append({
-                "name": f"test_block[{name}]", "fullname": f"tests/perf::test_block[{name}]",
+                "name": f"test_block[{name}-{channels}]",
+                "fullname": f"tests/perf::test_block[{name}-{channels}]",
                 "stats": {"data": data, "median": float(np.median(data))},
                 "extra_info": {"variant": name, "role": "reference" if name == "copy" else "variant",
-                               "batch": 8, "channels": 64, "height": 28, "width": 28,
+                               "batch": 8, "channels": channels, "height": 28, "width": 28,
                                "dtype": "float32", "device": "cpu", "mode": "infer",
                                "memory_format": "contiguous", "compile": False, "flops": 7},
             })  # fmt: skip
@@ -161,6 +179,10 @@ def test_pytest_benchmark_json_with_raw_samples(tmp_path):
     base = save(tmp_path / "base.json", 2e-4, 1)
     assert compare(base, save(tmp_path / "same.json", 2e-4, 2)).exit_code == 0
     assert compare(base, save(tmp_path / "slow.json", 2.6e-4, 3)).exit_code == 1
+    # eca alone: one run per side and nothing untouched to say how processes differ
+    alone = compare(save(tmp_path / "a.json", 2e-4, 4, ()), save(tmp_path / "b.json", 2e-4, 5, ()))
+    assert alone.spread_unknown and alone.verdict == "cannot tell" and alone.exit_code == 3
+    assert all("bench ab --runs 2" in c.reason for c in alone.cases)
     without = json.loads(base.read_text())
     del without["benchmarks"][0]["stats"]["data"]
     (tmp_path / "nodata.json").write_text(json.dumps(without))
@@ -186,7 +208,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     (garbage / "results.csv").write_text("not,a\nresults,table\n")
     malformed = _cli(base, garbage)
     assert malformed.returncode == 2 and "lacks columns" in malformed.stderr
-    other = write_run(tmp_path / "other", {"cbam": draws(2e-4, seed=1)})
+    other = write_run(tmp_path / "other", {"cbam": draws(2e-4, seed=1)}, references=0)
     (tmp_path / "other" / "results.csv").write_text(
         (tmp_path / "other" / "results.csv").read_text().replace("id-copy", "id-copy-2")
     )
@@ -347,14 +369,14 @@ def test_normalised_and_raw_times_are_never_mixed(tmp_path):
 def test_the_reference_asked_for_is_used_even_where_paired_copies_exist(tmp_path):
     def run(path, eca_median, conv_median, seed):
         times, refs = draws(eca_median, seed=seed)
-        path = write_run(path, {"eca": (times, refs)})
+        path = write_run(path, {"eca": (times, refs)}, references=3)  # none at 64 channels
         rows = pd.read_csv(path / "results.csv")
-        conv = rows[rows["variant"] == "copy"].assign(
+        conv = rows[(rows["variant"] == "copy") & (rows["channels"] == 64)].assign(
             case_id="id-conv3x3", variant="conv3x3", variant_label="conv3x3"
         )
         pd.concat([rows, conv]).to_csv(path / "results.csv", index=False)
         samples = pd.read_csv(path / "samples.csv")
-        extra = samples[samples["case_id"] == "id-copy"].assign(
+        extra = samples[samples["case_id"] == "id-copy-64"].assign(
             case_id="id-conv3x3", seconds_per_call=draws(conv_median, seed=seed + 5)[0]
         )
         pd.concat([samples, extra]).to_csv(path / "samples.csv", index=False)
@@ -560,10 +582,31 @@ def test_unchanged_needs_an_interval_inside_the_bounds_and_a_wide_one_is_undeter
     assert "smallest slowdown it could find" in report
 
 
-def test_strict_makes_an_undetermined_case_exit_3(tmp_path):
+def test_a_case_past_the_threshold_that_the_data_cannot_decide_is_cannot_tell(tmp_path):
+    # 15% slower, but rounds with 40% spread: the estimate is past 10%, the test cannot tell
     base = write_run(tmp_path / "base", {"eca": draws(2e-4, n=5, spread=0.4, seed=1)})
     new = write_run(tmp_path / "new", {"eca": draws(2.3e-4, n=5, spread=0.4, seed=2)})
-    assert compare(base, new).exit_code == 0
+    result = compare(base, new)
+    (case,) = result.cases
+    assert case.verdict == "undetermined" and case.ratio > 1.1 and case.ci_low < 1.1
+    assert result.cannot_tell == [case]
+    assert result.verdict == "cannot tell" and result.exit_code == 3  # never "no regression"
+    report = markdown(result)
+    assert "**cannot tell**" in report and "no regression" not in report
+    fold = report.index("<details>") if "<details>" in report else len(report)
+    assert report.index("### Cannot tell") < fold and case.label in report[:fold]
+    cli = _cli(base, new)
+    assert cli.returncode == 3, cli.stderr
+
+
+def test_strict_makes_any_undetermined_case_exit_3(tmp_path):
+    # the same noise with no change: the estimate inside the threshold, the interval past it
+    base = write_run(tmp_path / "base", {"eca": draws(2e-4, n=5, spread=0.4, seed=1)})
+    new = write_run(tmp_path / "new", {"eca": draws(2e-4, n=5, spread=0.4, seed=7)})
+    loose = compare(base, new)
+    (case,) = loose.cases
+    assert case.verdict == "undetermined" and 1 / 1.1 < case.ratio < 1.1 and case.ci_high > 1.1
+    assert loose.verdict == "no regression" and loose.exit_code == 0
     strict = compare(base, new, strict=True)
     assert strict.verdict == "undetermined" and strict.exit_code == 3
     out = tmp_path / "verdict.json"
@@ -572,6 +615,23 @@ def test_strict_makes_an_undetermined_case_exit_3(tmp_path):
     verdict = json.loads(out.read_text())
     assert verdict["verdicts"]["undetermined"] == 1 and verdict["strict"] is True
     assert verdict["cases"][0]["detectable_ratio"] > 1.15
+
+
+def test_a_suite_mean_wholly_past_the_threshold_is_a_regression(tmp_path):
+    """24 variants each 25% slower, each too noisy alone to be called: the suite's geometric
+    mean and its whole interval lie past 10%."""
+
+    def side(factor, seed):
+        return {f"v{i:02d}": draws(2e-4 * factor, n=12, spread=0.3, drift=0.0, seed=seed + i)
+                for i in range(24)}  # fmt: skip
+
+    result = compare(write_run(tmp_path / "base", side(1.0, 0)),
+                     write_run(tmp_path / "new", side(1.25, 500)))  # fmt: skip
+    _, low, _, covered = result.geometric_mean
+    assert covered == 24 and low > 1.1 and not result.regressions
+    assert result.suite_finding == "regression"
+    assert result.verdict == "regression" and result.exit_code == 1
+    assert "the suite as a whole is slower" in markdown(result)
 
 
 def synthetic_suite(*, cases=300, runs=1, between_sd=0.04, within_sd=0.01, rounds=5, seed=0,

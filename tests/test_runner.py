@@ -103,6 +103,71 @@ def test_a_failing_variant_is_an_error_row_and_the_sweep_finishes(tmp_path):
     assert summary.exit_code == 1 and summary.failed == 2
 
 
+def test_a_block_that_breaks_its_output_promise_is_an_error_row_not_a_time(tmp_path):
+    """A block must return its input's shape, dtype and device, finite on a finite input; one
+    that does not is not timed: its row is an error naming what it returned and what was
+    expected, and the sweep goes on."""
+    wrong = {
+        "test_half": "x[:, : x.shape[1] // 2]",  # half the channels: fast, and wrong
+        "test_double": "x.double()",
+        "test_nan": "x * float('nan')",
+    }
+    for name, body in wrong.items():
+        namespace = {}
+        exec(f"def forward(self, x):\n    return {body}\n", namespace)
+        av.register(name)(type(name, (av.create("identity", 1).__class__,), namespace))
+    try:
+        summary = run_sweep(
+            tiny_spec(variants=",".join([*wrong, "eca"]), resolutions="6", modes="infer"),
+            tmp_path / "run", quiet=True,
+        )  # fmt: skip
+    finally:
+        for name in wrong:
+            av.unregister(name)
+    rows = read_results(tmp_path / "run").set_index("variant")
+    assert rows.loc["test_half", "status"] == "error"
+    assert rows.loc["test_half", "error"].startswith(
+        "OutputContractError: test_half: output (2, 8, 6, 6), expected the input's (2, 16, 6, 6)"
+    )
+    assert "output dtype torch.float64" in rows.loc["test_double", "error"]
+    assert "NaN or infinite on a finite input" in rows.loc["test_nan", "error"]
+    assert rows.loc[list(wrong), "latency_median_s"].isna().all()  # never timed
+    assert rows.loc["eca", "status"] == "ok" and summary.failed == 3
+    # the summary names each failed case with the first line of its error
+    line = summary.line()
+    assert "failed: 3 case(s)" in line
+    assert "test_half b2 c16 6x6 float32 cpu infer: OutputContractError: test_half: output" in line
+
+
+def test_an_error_keeps_the_frame_in_the_users_own_file(tmp_path):
+    plugin = tmp_path / "user_block.py"
+    plugin.write_text(
+        "import torch\n"
+        "import attention_variants as av\n"
+        "from torch import nn\n"
+        "@av.register('test_user_raises')\n"
+        "class Raises(nn.Module):\n"
+        "    def __init__(self, channels):\n"
+        "        super().__init__()\n"
+        "    def forward(self, x):\n"
+        "        return torch.nn.functional.layer_norm(x, (7,))\n"  # 7 is not x's last dim
+    )
+    from bench.sweep.plugins import load_plugin
+
+    load_plugin(str(plugin))
+    try:
+        run_sweep(tiny_spec(variants="test_user_raises", resolutions="6", modes="infer"),
+                  tmp_path / "run", quiet=True)  # fmt: skip
+    finally:
+        av.unregister("test_user_raises")
+    error = read_results(tmp_path / "run").set_index("variant").loc["test_user_raises", "error"]
+    assert error.startswith("RuntimeError: Given normalized_shape=[7]")
+    # the user's line, then where it failed inside torch; no frame of the harness
+    frames = error.split(" | ")[1:]
+    assert frames[0] == f"{plugin}:9 in forward: return torch.nn.functional.layer_norm(x, (7,))"
+    assert "torch/nn/functional.py" in frames[-1] and len(frames) == 2
+
+
 def test_what_a_variant_builds_on_first_use_is_built_once_before_the_first_round(tmp_path, capsys):
     events = []
 

@@ -86,6 +86,8 @@ from scipy.stats import false_discovery_control
 from ..report.statistics import geometric_mean_interval
 from .model import (
     MIN_ROUNDS,
+    MIN_SUITE_CASES,
+    MIN_SUITE_VARIANTS,
     BetweenRuns,
     CaseFit,
     Rounds,
@@ -94,6 +96,7 @@ from .model import (
     case_test,
     fit_case,
     round_levels,
+    suite_between_runs,
 )
 from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
@@ -191,6 +194,8 @@ class Comparison:
     only_new: list[str] = field(default_factory=list)
     drift: float = float("nan")  # new / base of the reference itself: the machine's drift
     between_runs: BetweenRuns = field(default_factory=BetweenRuns)
+    # one run per side, and too few cases left untouched to say how processes differ
+    spread_unknown: bool = False
 
     def with_verdict(self, verdict: str) -> list[CaseComparison]:
         return [c for c in self.cases if c.verdict == verdict]
@@ -225,22 +230,43 @@ class Comparison:
         return (*geometric_mean_interval(ratios), len(ratios))
 
     @property
-    def verdict(self) -> str:
-        """The compare in one word: regression, inconclusive, undetermined (with `strict`
-        only) or no regression."""
-        if self.regressions:
+    def cannot_tell(self) -> list[CaseComparison]:
+        """The undetermined cases that could be regressions: their estimate is past the
+        threshold (so their interval cannot rule it out), or no spread between processes was
+        left to test them with."""
+        high = 1 + self.threshold
+        return [c for c in self.undetermined if self.spread_unknown or c.ratio > high]
+
+    @property
+    def suite_finding(self) -> str:
+        """`regression` when the suite's geometric mean and its whole interval lie past
+        1 + threshold, `improvement` when below 1 / (1 + threshold), else ''."""
+        _, low, high, covered = self.geometric_mean
+        if covered < 2 or not np.isfinite(low):
+            return ""
+        if low > 1 + self.threshold:
             return "regression"
+        return "improvement" if high < 1 / (1 + self.threshold) else ""
+
+    @property
+    def verdict(self) -> str:
+        """The compare in one word: regression (a case, or the suite's mean), cannot tell (a
+        case past the threshold that the data cannot decide), inconclusive, undetermined
+        (`strict` only: any case not shown unchanged or changed) or no regression."""
+        if self.regressions or self.suite_finding == "regression":
+            return "regression"
+        if self.cannot_tell:
+            return "cannot tell"
         if self.inconclusive:
             return "inconclusive"
         return "undetermined" if self.strict and self.undetermined else "no regression"
 
     @property
     def exit_code(self) -> int:
-        """0 no regression, 1 regression, 3 no regression but some case inconclusive (or,
-        with `strict`, undetermined)."""
-        return {"regression": 1, "inconclusive": 3, "undetermined": 3, "no regression": 0}[
-            self.verdict
-        ]
+        """0 no regression, 1 regression, 3 cannot tell, inconclusive or (with `strict`)
+        undetermined."""
+        codes = {"regression": 1, "cannot tell": 3, "inconclusive": 3, "undetermined": 3}
+        return codes.get(self.verdict, 0)
 
 
 def compare(
@@ -283,6 +309,9 @@ def compare_sides(
     drifts = []
     fits: dict[str, CaseFit] = {}
     rounds: dict[str, tuple[Rounds, Rounds]] = {}  # BASE's and NEW's, per fitted case
+    # references other than the one divided by: no change under test reaches them
+    untouched: dict[str, tuple[CaseFit, tuple[Rounds, Rounds]]] = {}
+    group_of: dict[str, str] = {}  # a case's variant, for the one-run-per-side spread
     for key in common:
         row_base, row_new = base.case(key), new.case(key)
         _exact_changes(result, row_base, row_new)
@@ -292,6 +321,16 @@ def compare_sides(
                 b, n = case_rounds(base, key, None), case_rounds(new, key, None)
                 if b.n and n.n:
                     drifts.append(np.median(n.times) / np.median(b.times))
+            elif not _flag_reason(base.flags(key), new.flags(key)):
+                # and, with one run per side, how much processes differ where nothing changed
+                try:
+                    sides = (case_rounds(base, key, reference), case_rounds(new, key, reference))
+                except CompareInputError:  # nothing to divide it by: it says nothing here
+                    continue
+                fit = fit_case(*sides, slope=None if reference == "copy" else 1.0)
+                if fit is not None:
+                    untouched[key] = fit, sides
+                    group_of[key] = f"reference {row_base['variant_label']}"
             continue
         case, fit, sides = _fit_case(base, new, key, row_base, reference)
         result.cases.append(case)
@@ -299,18 +338,43 @@ def compare_sides(
             fits[key], rounds[key] = fit, sides
     # the undisturbed cases say how much processes differ; every tested case carries it
     undisturbed = [c.key for c in result.cases if c.key in fits and c.verdict != "inconclusive"]
-    result.between_runs = between_runs([fits[k] for k in undisturbed])
+    group_of.update({c.key: c.fields.get("variant_label") or c.label for c in result.cases})
+    result.between_runs = between_runs(
+        [fits[k] for k in undisturbed],
+        [group_of[k] for k in undisturbed],
+        [(fit, group_of[k]) for k, (fit, _) in untouched.items()],
+    )
     for case in result.cases:
         if case.key in fits:
             _test_case(case, fits[case.key], result.between_runs, alpha)
+    result.spread_unknown = result.between_runs.source == "none" and any(
+        f.runs_share > 0 for f in fits.values()
+    )
     checks: dict[str, RoundTest] = {}
     if result.between_runs.source == "suite" and reference is not None:
         # one run per side: a case's own copy may have moved alone; its time must agree
-        checks = _time_checks(rounds, undisturbed, alpha)
-    _decide(result.cases, threshold=threshold, alpha=alpha, time_checks=checks)
+        rounds.update({k: sides for k, (_, sides) in untouched.items()})
+        checks = _time_checks(rounds, [*undisturbed, *untouched], group_of, alpha)
+    if result.spread_unknown:  # too few untouched cases to say how processes differ
+        _hold_all(result.cases, result.between_runs)
+    else:
+        _decide(result.cases, threshold=threshold, alpha=alpha, time_checks=checks)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
+
+
+def _hold_all(cases: list[CaseComparison], between: BetweenRuns) -> None:
+    """Every case undetermined: with one run per side, the spread between processes is read
+    from the cases no change touched, and too few are left to read it from."""
+    for case in cases:
+        if case.verdict == "undetermined":
+            case.reason = (
+                f"one run per side, and {between.cases} case(s) of {between.variants} "
+                f"variant(s) to read how much processes differ (at least {MIN_SUITE_CASES} "
+                f"cases of {MIN_SUITE_VARIANTS} variants, references included): run two per "
+                "side (bench ab --runs 2) or sweep more variants"
+            )
 
 
 def _fit_case(
@@ -343,7 +407,10 @@ def _fit_case(
 
 
 def _time_checks(
-    rounds: dict[str, tuple[Rounds, Rounds]], undisturbed: list[str], alpha: float
+    rounds: dict[str, tuple[Rounds, Rounds]],
+    undisturbed: list[str],
+    group_of: dict[str, str],
+    alpha: float,
 ) -> dict[str, RoundTest]:
     """One run per side: each case's raw time, NEW / BASE, over the machine's drift between
     the two processes as the copies of the whole suite show it (the median of their shifts),
@@ -358,10 +425,15 @@ def _time_checks(
 
     fits = {key: fit_case(level(b, 1.0), level(n, np.exp(drift)), slope=1.0)
             for key, (b, n) in rounds.items()}  # fmt: skip
-    between = between_runs([fits[k] for k in undisturbed if fits[k] is not None])
-    return {
+    kept = [k for k in undisturbed if fits[k] is not None]
+    between = suite_between_runs([fits[k] for k in kept], [group_of[k] for k in kept])
+    tests = {
         key: case_test(fit, between, alpha=alpha) for key, fit in fits.items() if fit is not None
     }
+    if between.source == "none":  # nothing to test the times against: no time moved for sure
+        for test in tests.values():
+            test.p_value = 1.0
+    return tests
 
 
 def _test_case(case: CaseComparison, fit: CaseFit, between: BetweenRuns, alpha: float) -> None:

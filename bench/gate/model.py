@@ -29,6 +29,7 @@ MIN_ROUNDS = 2  # per side: a spread between rounds needs two of them
 POWER = 0.80  # the power at which the smallest detectable change is given
 MEDIAN_EFFICIENCY = 2 / np.pi  # a median-matched estimate is worth this share of its cases' df
 MIN_SUITE_CASES = 8  # fewer cases than this say too little of how processes differ
+MIN_SUITE_VARIANTS = 3  # one run per side: with fewer, one changed variant is half the vote
 OUTLIER_Z = 3.0  # with one run per side, cases this far out changed: not part of the spread
 OUTLIER_PASSES = 5
 
@@ -184,6 +185,7 @@ class BetweenRuns:
     # runs only: how many degrees of freedom the suite's figure is worth against a case's own
     # runs (inf: the cases' run spreads scatter no more than chance, so the suite's holds)
     prior_df: float = float("inf")
+    variants: int = 0  # suite only: the variants (and references) the cases belong to
 
     @property
     def relative_sd(self) -> float:
@@ -191,12 +193,20 @@ class BetweenRuns:
         return float(np.exp(np.sqrt(self.variance)) - 1)
 
 
-def _median_matched(statistic, df: np.ndarray) -> float:
-    """The smallest variance v >= 0 at which the median of chi2.cdf(statistic(v), df) over the
-    cases is at most 1/2; `statistic` falls as v grows."""
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at which half the weight lies on either side (the lower one at a tie)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def _median_matched(statistic, df: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The smallest variance v >= 0 at which the (weighted) median of chi2.cdf(statistic(v),
+    df) over the cases is at most 1/2; `statistic` falls as v grows."""
+    weights = np.ones(len(df)) if weights is None else weights
 
     def excess(v: float) -> float:
-        return float(np.median(chi2.cdf(statistic(v), df))) - 0.5
+        return _weighted_median(chi2.cdf(statistic(v), df), weights) - 0.5
 
     if excess(0.0) <= 0:
         return 0.0
@@ -225,19 +235,20 @@ def _prior_df(ratios: np.ndarray, df: np.ndarray) -> float:
     return float(2 * brentq(lambda x: float(polygamma(1, x)) - excess, low, high))
 
 
-def between_runs(fits: list[CaseFit]) -> BetweenRuns:
+def between_runs(
+    fits: list[CaseFit],
+    groups: list[str] | None = None,
+    untouched: list[tuple[CaseFit, str]] = (),
+) -> BetweenRuns:
     """The suite's between-run variance, matched by medians so that the cases that did change
-    (up to half of them) do not move it.
+    do not move it.
 
     With two or more runs on a side (most cases), from the runs: each case's run means
     scatter around their side's mean as chi-square(runs - 2) x (between + within / rounds per
-    run). With one run per side, from the suite: most cases did not change, so each case's log
-    ratio less the suite's median scatters as chi-square(1) x (its rounds' variance + between x
-    2), and cases more than OUTLIER_Z standard deviations out (those that changed) are set
-    aside and the estimate repeated. Either way `between` is the value at which the median case
-    sits at its distribution's median. From runs, `prior_df` says how far each case's own runs
-    pull its variance away from the suite's prediction (`case_test`). With fewer than
-    MIN_SUITE_CASES cases there is no estimate (source `none`).
+    run), whatever the change did (both runs of a side carry it). With one run per side, from
+    the suite (`suite_between_runs`, over `fits` and the `untouched` reference cases, each with
+    its variant in `groups`). From runs, `prior_df` says how far each case's own runs pull its
+    variance away from the suite's prediction (`case_test`).
     """
     informative = [f for f in fits if f.runs_share > 0]
     from_runs = [f for f in informative if f.run_spread_df >= 1]
@@ -249,21 +260,50 @@ def between_runs(fits: list[CaseFit]) -> BetweenRuns:
         prior_df = _prior_df(spread / df / np.maximum(variance + own, 1e-300), df)
         return BetweenRuns(variance, float(MEDIAN_EFFICIENCY * df.sum()), "runs", len(from_runs),
                            prior_df)  # fmt: skip
-    if len(informative) < MIN_SUITE_CASES:
-        return BetweenRuns(cases=len(informative))
-    log_ratios = np.array([f.log_ratio for f in informative])
-    own = np.array([f.within * f.rounds_share for f in informative])
-    share = np.array([f.runs_share for f in informative])
-    variance = _suite_variance(log_ratios - np.median(log_ratios), own, share)
-    return BetweenRuns(
-        variance, float(MEDIAN_EFFICIENCY * len(informative)), "suite", len(informative)
+    names = [str(i) for i in range(len(fits))] if groups is None else list(groups)
+    return suite_between_runs(
+        [*fits, *(f for f, _ in untouched)], [*names, *(g for _, g in untouched)]
     )
 
 
-def _suite_variance(offsets: np.ndarray, own: np.ndarray, share: np.ndarray) -> float:
-    """The between-run variance at which the cases' log ratios (less the suite's median)
-    scatter as chi-square(1) x (own + share x variance) at the median; the cases more than
-    OUTLIER_Z standard deviations out (those that changed) set aside, and again."""
+def suite_between_runs(fits: list[CaseFit], groups: list[str]) -> BetweenRuns:
+    """One run per side: how far the cases' log ratios scatter around the suite's centre, as
+    chi-square(1) x (its rounds' variance + between x 2), matched at the median.
+
+    A change moves its variant's cases together, and a user who sweeps "my block against se
+    and eca" changes half the cases, so each variant (`groups`: the case's variant, the
+    references each their own) carries the same weight, shared among its cases: a variant
+    that moved is one vote, as long as fewer than half the variants moved. Cases more than
+    OUTLIER_Z standard deviations out are then set aside and the estimate repeated. With fewer
+    than MIN_SUITE_CASES cases, or fewer than MIN_SUITE_VARIANTS variants, no estimate is
+    left (source `none`): the compare cannot tell, rather than borrow a figure.
+    """
+    keep = [i for i, f in enumerate(fits) if f.runs_share > 0]
+    informative = [fits[i] for i in keep]
+    names = np.array([groups[i] for i in keep], dtype=object)
+    variants = len(set(names.tolist()))
+    if len(informative) < MIN_SUITE_CASES or variants < MIN_SUITE_VARIANTS:
+        return BetweenRuns(cases=len(informative), variants=variants)
+    _, group_index, group_sizes = np.unique(names, return_inverse=True, return_counts=True)
+    weights = 1.0 / group_sizes[group_index]
+    log_ratios = np.array([f.log_ratio for f in informative])
+    own = np.array([f.within * f.rounds_share for f in informative])
+    share = np.array([f.runs_share for f in informative])
+    centre = _weighted_median(log_ratios, weights)
+    variance = _suite_variance(log_ratios - centre, own, share, weights)
+    effective = weights.sum() ** 2 / (weights**2).sum()  # Kish's: the cases the weights are worth
+    return BetweenRuns(
+        variance, float(MEDIAN_EFFICIENCY * effective), "suite", len(informative),
+        variants=variants,
+    )  # fmt: skip
+
+
+def _suite_variance(
+    offsets: np.ndarray, own: np.ndarray, share: np.ndarray, weights: np.ndarray
+) -> float:
+    """The between-run variance at which the cases' log ratios (less the suite's centre)
+    scatter as chi-square(1) x (own + share x variance) at the weighted median; the cases
+    more than OUTLIER_Z standard deviations out (those that changed) set aside, and again."""
     squared = offsets**2
     kept = np.ones(offsets.size, bool)
     variance = 0.0
@@ -271,6 +311,7 @@ def _suite_variance(offsets: np.ndarray, own: np.ndarray, share: np.ndarray) -> 
         variance = _median_matched(
             lambda v, k=kept: squared[k] / np.maximum(own[k] + share[k] * v, 1e-300),
             np.ones(int(kept.sum())),
+            weights[kept],
         )
         within_reach = squared / np.maximum(own + share * variance, 1e-300) < OUTLIER_Z**2
         if np.array_equal(within_reach, kept) or within_reach.sum() < MIN_SUITE_CASES:

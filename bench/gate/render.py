@@ -46,13 +46,18 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _case_table(cases: list[CaseComparison], *, detectable: bool = False) -> str:
+def _case_table(
+    cases: list[CaseComparison], reference: str | None, *, detectable: bool = False
+) -> str:
+    """One row per case; each column says what it holds: the raw medians and their ratio,
+    and the ratio the gate tests (over the reference, where one is divided out)."""
+    tested = "new / base" if reference is None else f"new / base over its {reference}"
     rows = [{
         "case": c.label,
-        "base": _format_time(c.base_median),
-        "new": _format_time(c.new_median),
-        "new / base [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
-        "raw time new / base": _format_ratio(c.raw_ratio),
+        "base (raw median)": _format_time(c.base_median),
+        "new (raw median)": _format_time(c.new_median),
+        "raw new / base": _format_ratio(c.raw_ratio),
+        f"{tested} [95% CI]": f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]",
         "reference slope": "-" if not np.isfinite(c.reference_slope) else f"{c.reference_slope:.2f}",
         "p / adjusted": f"{c.p_value:.2g} / {c.p_adjusted:.2g}",
         "rounds": f"{c.rounds_base} / {c.rounds_new}",
@@ -83,20 +88,25 @@ def markdown(result: Comparison) -> str:
         if result.reference
         else "raw times"
     )
+    low, high = 1 / (1 + result.threshold), 1 + result.threshold
+    cannot_tell = result.cannot_tell
     verdict = {
-        "regression": f"**{len(result.regressions)} regression(s)**",
+        "regression": f"**{len(result.regressions)} regression(s)**"
+        if result.regressions
+        else "**regression**: the suite as a whole is slower",
+        "cannot tell": f"**cannot tell** ({len(cannot_tell)} case(s) that may be slower by "
+        f"more than {result.threshold:.0%}: the data can neither show it nor rule it out)",
         "inconclusive": f"**inconclusive** ({len(result.inconclusive)} case(s) measured on "
         "flagged data)",
         "undetermined": f"**undetermined** ({len(result.undetermined)} case(s) the data cannot "
         "tell; --strict)",
         "no regression": "**no regression**",
     }[result.verdict]
-    low, high = 1 / (1 + result.threshold), 1 + result.threshold
     between = result.between_runs
     source = {
         "runs": "estimated from each side's runs",
         "suite": "estimated from the spread of the suite's cases: one run per side",
-        "none": f"not estimated: {between.cases} tested case(s), too few to tell",
+        "none": f"not estimated: {between.cases} case(s), too few to tell",
     }[between.source]
     lines = [
         "## Performance comparison",
@@ -114,6 +124,12 @@ def markdown(result: Comparison) -> str:
         f"Between processes: a run's mean varies by {between.relative_sd:.1%} (one standard "
         f"deviation, {source}); every interval includes it.",
     ]
+    if between.source == "suite":
+        lines[-1] = lines[-1].replace(
+            "one run per side)",
+            f"one run per side; each of {between.variants} variants and references weighs "
+            "the same, so a variant that moved as a whole cannot widen it)",
+        )
     if tested and min(min(c.runs_base, c.runs_new) for c in tested) < 2:
         lines[-1] += (
             " One run on a side is weaker evidence than two: how much processes differ is "
@@ -126,13 +142,35 @@ def markdown(result: Comparison) -> str:
             "their time over the machine's drift did not move significantly, so the copy may "
             "have moved alone (listed with the undetermined cases)."
         )
-    mean, low, high, covered = result.geometric_mean
+    mean, mean_low, mean_high, covered = result.geometric_mean
     if covered:
-        interval = f" [95% CI {low:.3f}, {high:.3f}]" if covered > 1 else ""
+        interval = f" [95% CI {mean_low:.3f}, {mean_high:.3f}]" if covered > 1 else ""
+        finding = {
+            "regression": f" The whole interval lies above {high:.3f}: the suite as a whole "
+            f"is slower by more than {result.threshold:.0%}, a regression.",
+            "improvement": f" The whole interval lies below {low:.3f}: the suite as a whole "
+            f"is faster by more than {result.threshold:.0%}.",
+        }.get(result.suite_finding, "")
         lines += [
             "",
             f"Suite: geometric mean of NEW / BASE over {covered} tested cases: "
-            f"**{mean:.3f}**{interval}.",
+            f"**{mean:.3f}**{interval}.{finding}",
+        ]
+    if cannot_tell:
+        why = (
+            "with one run per side, too few untouched cases were left to say how much "
+            "processes differ"
+            if result.spread_unknown
+            else f"each estimate lies past {high:.3f} but its interval reaches back inside"
+        )
+        lines += [
+            "",
+            "### Cannot tell: cases that may have regressed",
+            "",
+            f"The data can neither show these slower nor rule it out ({why}). More rounds "
+            "(`--rounds`) or runs per side (`bench ab --runs 2`) would tell.",
+            "",
+            _case_table(cannot_tell, result.reference, detectable=True),
         ]
     if np.isfinite(result.drift):
         lines += [
@@ -146,7 +184,7 @@ def markdown(result: Comparison) -> str:
         ("Improvements", result.improvements),
     ):
         if cases:
-            lines += ["", f"### {title}", "", _case_table(cases)]
+            lines += ["", f"### {title}", "", _case_table(cases, result.reference)]
     if result.inconclusive:
         lines += [
             "",
@@ -177,12 +215,14 @@ def markdown(result: Comparison) -> str:
     if insufficient:
         lines += ["", f"### Too few rounds to test (fewer than {MIN_ROUNDS} on a side)", ""]
         lines += [f"- {c.label} ({c.reason})" for c in insufficient]
-    for title, verdict_name, detectable in (
-        ("Undetermined cases (the data cannot tell)", "undetermined", True),
-        ("All unchanged cases", "unchanged", False),
-    ):
-        cases = result.with_verdict(verdict_name)
+    folded = (
+        ("Undetermined cases within the threshold (not shown unchanged either)",
+         [c for c in result.undetermined if c not in cannot_tell], True),
+        ("All unchanged cases", result.with_verdict("unchanged"), False),
+    )  # fmt: skip
+    for title, cases, detectable in folded:
         if cases:
             lines += ["", f"<details><summary>{title}: {len(cases)}</summary>", "",
-                      _case_table(cases, detectable=detectable), "", "</details>"]  # fmt: skip
+                      _case_table(cases, result.reference, detectable=detectable), "",
+                      "</details>"]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from .contract import OutputContract
 from .counting import Counts, count
 from .memory import peak_memory
 from .quality import CpuLoad, CpuLoadWindow, GpuWatch, load_flags, sample_flags
@@ -232,15 +233,20 @@ def prepare_case(
     paired: bool = True,
     counts_cache: dict[Any, Counts] | None = None,
     counts_key: Any = None,
+    contract: OutputContract | None = None,
 ) -> PreparedCase:
-    """Compile if asked, make the first call, and count and weigh the eager module."""
+    """Check the output against `contract` (before anything is compiled or timed), compile if
+    asked, make the first call, and count and weigh the eager module."""
     params = sum(p.numel() for p in module.parameters())
+    train = mode == "train"
+    module.train(train)  # counts and memory of the eager module, in the timed mode
+    if contract is not None:
+        contract.check(module, x)
     compile_stats = None
     timed: nn.Module = module
     if compile:
         timed, compile_stats = compile_module(module, mode, x)
-    train = mode == "train"
-    module.train(train)  # counts and memory of the eager module, in the timed mode
+        module.train(train)
     if counts_cache is not None and counts_key in counts_cache:
         counts = counts_cache[counts_key]
     else:
@@ -296,6 +302,7 @@ def measure_case(
     paired_reference: bool | None = None,
     counts_cache: dict[Any, Counts] | None = None,
     counts_key: Any = None,
+    contract: OutputContract | None = None,
 ) -> CaseMeasurement:
     """Time, count and weigh `module` on `x` in `mode` ("infer" or "train").
 
@@ -304,14 +311,15 @@ def measure_case(
     when `compile` (an eager fallback raises `CompileFallbackError`). Counts and peak memory
     are those of the eager module; `counts_cache[counts_key]` reuses counts across cases of the
     same shape. The quality flags say what could make the timing wrong (see
-    `bench.measurement.quality`). A sweep spreads the rounds over the whole sweep instead, with
+    `bench.measurement.quality`). With `contract`, an output that breaks it raises
+    `OutputContractError` before anything is timed. A sweep spreads the rounds over the whole sweep instead, with
     the same pieces (`prepare_case`, `round_settings`, `time_round`, `finish_case`).
     """
     budget = budget or TimingBudget()
     paired = budget.paired_reference if paired_reference is None else paired_reference
     prepared = prepare_case(
         module, x, mode=mode, threads=threads, compile=compile, paired=paired,
-        counts_cache=counts_cache, counts_key=counts_key,
+        counts_cache=counts_cache, counts_key=counts_key, contract=contract,
     )  # fmt: skip
     rounds = time_rounds(
         mode, prepared.timed, x, budget=budget, threads=threads, reference=prepared.reference

@@ -51,8 +51,10 @@ MACHINE_FLAGS = ("contended", "contention_unchecked", "gpu_throttled", "gpu_shar
 FLAG_HINTS = {  # what a flag means for the number, and what to do about it
     "contended": "other processes used the CPUs while they were timed; rerun on a quiet machine",
     "contention_unchecked": "no /proc/stat here, so contention could not be checked",
-    "unstable": "the 95% CI of the median is wider than +-10%; raise timing.max_time_s",
-    "few_samples": "fewer than 6 samples, so no CI; raise timing.max_time_s",
+    "unstable": "the 95% CI of the median is wider than +-10%; give the cases more time "
+    "(bench run --max-time 2, or timing: {max_time_s: 2.0} in a spec file)",
+    "few_samples": "fewer than 6 samples, so no CI; give the cases more time (bench run "
+    "--max-time 2, or timing: {max_time_s: 2.0} in a spec file)",
     "gpu_throttled": "the GPU's clocks were held down (power, heat); let it cool and rerun",
     "gpu_shared": "another process used the GPU; rerun with the GPU to yourself",
 }

@@ -14,6 +14,7 @@ from torch import nn
 import attention_variants as av
 from attention_variants import backbones
 
+from ..measurement.contract import OutputContract
 from ..measurement.references import REFERENCES
 from .variant_expr import VariantSpec
 
@@ -93,10 +94,24 @@ def build_module(case: Case) -> nn.Module:
     if case.role == "network":
         depth = int(case.model.removeprefix("resnet"))
         attention = None if case.variant.name == "none" else case.variant.name
-        return backbones.resnet(depth, attention, case.variant.options_dict or None)
+        return backbones.resnet(
+            depth, attention, case.variant.options_dict or None, num_classes=NETWORK_CLASSES
+        )
     if case.role == "reference" and case.variant.name in REFERENCES:
         return REFERENCES[case.variant.name](case.channels)
     return av.create(case.variant.name, case.channels, **case.variant.options_dict)
+
+
+NETWORK_CLASSES = 1000  # what `build_module`'s networks classify into: their output's width
+
+
+def output_contract(case: Case) -> OutputContract:
+    """What the case's module promises to return: a block its input's shape, dtype and device;
+    a network one row of `NETWORK_CLASSES` scores per image."""
+    if case.role == "network":
+        name = f"{case.model} with {case.variant_label}"
+        return OutputContract.network(name, (case.batch, NETWORK_CLASSES))
+    return OutputContract.block(case.variant_label)
 
 
 # ---- expansion -------------------------------------------------------------------------------

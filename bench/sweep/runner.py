@@ -40,7 +40,7 @@ from ..measurement.environment import load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
 from ..measurement.timing import combine, mode_fn
-from .cases import Case, build_module
+from .cases import Case, build_module, case_label, output_contract
 from .plan import SweepRun, start_run
 from .resume import open_resumed, prepare_resume
 from .rundir import (
@@ -68,6 +68,7 @@ class RunSummary:
     flags: Counter = field(default_factory=Counter)  # quality flag -> rows carrying it
     flagged_rows: int = 0
     closed: Counter = field(default_factory=Counter)  # why cases stopped taking rounds
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (case label, first line)
 
     def count_flags(self, flags: list[str]) -> None:
         if flags:
@@ -99,7 +100,10 @@ class RunSummary:
         )
         closed = [f"{self.closed[r]} {CLOSED_AS[r]}" for r in CLOSED_AS if self.closed[r]]
         if closed:
-            line += "\nrounds: cases closed as they " + ", ".join(closed)
+            line += "\nrounds: of the cases timed, " + "; ".join(closed) + "."
+        if self.failures:
+            line += f"\nfailed: {len(self.failures)} case(s), each a row with its error:"
+            line += "".join(f"\n  {label}: {first}" for label, first in self.failures)
         if self.flagged_rows:
             line += (
                 f"\nwarning: {self.flagged_rows} case(s) flagged in the `quality` column "
@@ -196,6 +200,7 @@ class CaseRunner:
                 module, x, mode=case.mode, threads=self.spec.threads, compile=case.compile,
                 paired=self.spec.timing.paired_reference and case.role == "variant",
                 counts_cache=self._counts, counts_key=case.shape_key,
+                contract=output_contract(case),
             )  # fmt: skip
             pending = PendingCase(case, row, prepared, seed)
             self._time(pending, prepared.timed, x, settings)
@@ -271,7 +276,34 @@ def _record_failure(row: dict[str, Any], error: Exception) -> None:
         row.update(status="oom", error=_one_line(error))
     else:
         row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
-        row["error"] += " | " + _one_line(traceback.format_exc(limit=-1))
+        row["error"] += "".join(f" | {frame}" for frame in code_frames(error))
+
+
+# where the harness and the libraries under it live: their frames say nothing a user can act on
+_NOT_CODE_UNDER_TEST = tuple(
+    str(Path(module.__file__).resolve().parent) for module in (torch, sys.modules["bench"])
+)
+
+
+def code_frames(error: BaseException, keep: int = 3) -> list[str]:
+    """Where the error arose in the code under test: the innermost `keep` frames outside the
+    harness, torch and the standard library (a block's own file and line), then the innermost
+    frame of all when that lies elsewhere (inside torch, say)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    stdlib = str(Path(traceback.__file__).resolve().parent)
+    own = [
+        f for f in frames
+        if not str(Path(f.filename).resolve()).startswith((*_NOT_CODE_UNDER_TEST, stdlib))
+    ]  # fmt: skip
+    chosen = own[-keep:]
+    if frames and (not chosen or chosen[-1] is not frames[-1]):
+        chosen.append(frames[-1])
+    return [f"{f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}" for f in chosen]
+
+
+def first_line(text: str) -> str:
+    """An error column's message, without the frames after it."""
+    return str(text).split(" | ")[0]
 
 
 def _release(case: Case) -> None:
@@ -335,8 +367,12 @@ class _Sweep:
         self.run_dir.append_row(row)
         self.summary.statuses[row["status"]] += 1
         self.summary.count_flags([] if measured is None else measured.flags)
-        if row["status"] in ("error", "oom") and not self.quiet:
-            tqdm.write(f"{row['status']}: {row['variant_label']}: {row['error'][:200]}")
+        if row["status"] in ("error", "oom"):
+            first = first_line(row["error"])
+            label = case_label(row)
+            self.summary.failures.append((label, first))
+            if not self.quiet:
+                tqdm.write(f"{row['status']}: {label}: {first}")
 
     def show(self, case: Case, index: int) -> None:
         """The case about to be timed, on the bar and on disk (a process death leaves it)."""

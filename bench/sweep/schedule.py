@@ -40,10 +40,10 @@ from ..measurement.case import TimingBudget, round_settings
 from ..measurement.timing import MIN_SAMPLES_FOR_CI
 
 CLOSED_AS = {  # how the sweep's summary says, once, why cases took the rounds they took
-    "target": "reached timing.target_ci",
-    "rounds": "took timing.rounds, the most",
-    "cap": "spent their timing.max_time_s (calls too slow for more rounds)",
-    "budget": "stopped at timing.sweep_budget_s",
+    "target": "reached their interval's target (timing.target_ci)",
+    "rounds": "took the most rounds allowed (timing.rounds, --rounds)",
+    "cap": "spent their time cap, calls too slow for more rounds (timing.max_time_s, --max-time)",
+    "budget": "stopped at the sweep's budget (timing.sweep_budget_s)",
 }
 
 
