@@ -59,6 +59,8 @@ def write_synthetic_run(run_dir):
             macs=int(1e5 * scale), bytes_read=int(4e5 * scale), bytes_written=int(4e5 * scale),
             bytes_moved=int(8e5 * scale), peak_memory_bytes=int(2**20 * scale),
             params={"eca": 3, "se": 580, "conv3x3": 36864}.get(variant, 0), seed=1,
+            quality="contended" if (variant, channels, side, mode) == ("copy", 128, 28, "infer")
+            else "ok",
         ))  # fmt: skip
     rows.append(
         _row(
@@ -180,6 +182,28 @@ def test_overhead_ratios_are_read_against_the_references_beside_them(synthetic_r
     assert eca.ratio_vs_conv3x3 == pytest.approx(5e-5 / 1e-3)
     assert eca.ratio_vs_copy == pytest.approx(5.0)
     assert eca.added_vs_identity_s == pytest.approx(5e-5 - 1e-6)
+
+
+def test_the_overhead_table_carries_intervals_and_the_flag_of_the_references_beside(
+    synthetic_report,
+):
+    run_dir, _ = synthetic_report
+    md = (run_dir / "tables" / "overhead_cpu_float32_infer.md").read_text()
+    # eca at 64 channels, 14x14: 0.05 ms and 5x a copy, each median +-1%: the ratio +-1.4%
+    assert re.search(r"\| 64 +\| 14x14 +\| eca +\| 0\.0500 ± 0\.0005 .*\| 5\.00 ± 0\.07 +\|", md)
+    # the copy beside the 128-channel 28x28 cases was flagged: both variants there carry it
+    flagged = [line for line in md.splitlines() if "†" in line and line.startswith("|")]
+    assert len(flagged) == 2 and all("| 128 " in line and "28x28" in line for line in flagged)
+    assert "± is the 95% interval's half-width" in md
+
+
+def test_report_md_links_every_table_it_writes(synthetic_report):
+    run_dir, written = synthetic_report
+    index = (run_dir / "report.md").read_text()
+    tables_md = [p for p in written if p.parent.name == "tables" and p.suffix == ".md"]
+    assert len(tables_md) >= 7  # latency, overhead (x2), cost, network, failures
+    for path in tables_md:
+        assert f"]({path.relative_to(run_dir).as_posix()})" in index, path.name
 
 
 def test_report_of_a_tiny_real_run(tmp_path):

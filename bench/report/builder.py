@@ -5,6 +5,7 @@ The report reads only the run directory, so an old run can be re-reported at any
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             caption = (
                 f"Overhead, {_setting(name)}: added latency over identity, and latency as "
                 "a multiple of a same-shape 3x3 convolution and of a plain copy, measured "
-                "side by side in one run."
+                "side by side in one run; ± is the 95% interval's half-width (none: fewer "
+                f"than 6 samples); {tables.FLAGGED_MARK} marks a row whose variant or a "
+                "reference beside it is flagged in the `quality` column."
             )
             written += tables.write_table(display, raw, table_dir, f"overhead_{name}", caption)
         sections += _section(f"Latency and overhead, {_setting(name)}", name, "latency", "overhead")
@@ -66,7 +69,8 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         display, raw = tables.cost_table(rows)
         caption = (
             f"Cost per block, {_setting(name)}: FLOPs (1 MAC = 2 FLOPs, elementwise work "
-            "included), MACs, bytes moved, parameters and peak memory above the inputs."
+            "included), MACs, bytes moved, parameters and peak memory above the inputs; "
+            "bytes in MiB (2^20), FLOPs and MACs in millions (10^6); exact counts, no interval."
         )
         written += tables.write_table(display, raw, table_dir, f"cost_{name}", caption)
         if charts:
@@ -142,5 +146,11 @@ def _section(title: str, name: str, *kinds: str) -> list[str]:
 
 
 def _listing(paths: list[Path], run_dir: Path) -> list[str]:
+    """Every table written, linked (with the start of its caption), then every chart."""
+    tables_md = [p for p in paths if p.suffix == ".md" and p.parent.name == "tables"]
+    lines = ["## Every table", ""]
+    for path in tables_md:
+        title = re.split(r"[:;]", path.read_text().split("\n", 1)[0])[0]
+        lines.append(f"- [{path.stem}]({path.relative_to(run_dir)}): {title}")
     pngs = [p for p in paths if p.suffix == ".png" and p.stem.endswith("_full")]
-    return ["## Charts", ""] + [f"![{p.stem}]({p.relative_to(run_dir)})" for p in pngs]
+    return [*lines, "", "## Charts", ""] + [f"![{p.stem}]({p.relative_to(run_dir)})" for p in pngs]

@@ -144,21 +144,30 @@ def latency_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 
 def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each variant against the references measured beside it at the same shape and setting."""
+    """Each variant against the references measured beside it at the same shape and setting:
+    every figure with its 95% interval (± its half-width), and a † where the variant or a
+    reference beside it was flagged in `quality`."""
     keys = SHAPE + SETTING
     variants = rows[rows["role"] == "variant"]
     raw = variants[keys].assign(
         variant=variants["variant_label"],
         latency_s=variants["latency_median_s"],
         latency_rel_ci=_relative_half_width(variants),
+        flagged=variants["quality_flags"].map(bool),
     )
     for name in REFERENCE_ORDER:
         ref = rows[rows["variant_label"] == name]
         ref = ref[keys].assign(
-            **{f"{name}_s": ref["latency_median_s"], f"{name}_rel_ci": _relative_half_width(ref)}
-        )
+            **{f"{name}_s": ref["latency_median_s"], f"{name}_rel_ci": _relative_half_width(ref),
+               f"{name}_flagged": ref["quality_flags"].map(bool)}
+        )  # fmt: skip
         raw = raw.merge(ref, on=keys, how="left")
+        raw["flagged"] |= raw.pop(f"{name}_flagged").fillna(False).astype(bool)
     raw["added_vs_identity_s"] = raw["latency_s"] - raw["identity_s"]
+    # the difference's half-width: the two medians' half-widths in quadrature
+    raw["added_vs_identity_ci_s"] = np.hypot(
+        raw["latency_s"] * raw["latency_rel_ci"], raw["identity_s"] * raw["identity_rel_ci"]
+    )
     for name in ("conv3x3", "copy"):
         raw[f"ratio_vs_{name}"] = raw["latency_s"] / raw[f"{name}_s"]
         # relative uncertainties of a ratio add in quadrature
@@ -167,28 +176,38 @@ def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         drop=True
     )
     scale, unit = latency_unit(raw["latency_s"])
-    half = raw["latency_s"] * raw["latency_rel_ci"] * scale
 
-    def measured(values, half_widths):
-        return [format_measured(v, h) for v, h in zip(values, half_widths, strict=True)]
+    def with_interval(values, half_widths):
+        return [
+            "-" if not np.isfinite(v) else format_measured(v, h) + (
+                f" ± {format_measured(h, h)}" if np.isfinite(h) else "")
+            for v, h in zip(values, half_widths, strict=True)
+        ]  # fmt: skip
 
     display = pd.DataFrame({
         "B": raw["batch"],
         "C": raw["channels"],
         "H x W": _resolution(raw),
-        "variant": raw["variant"],
-        f"latency ({unit})": measured(raw["latency_s"] * scale, half),
-        f"added vs identity ({unit})": measured(raw["added_vs_identity_s"] * scale, half),
-        "x conv3x3": measured(raw["ratio_vs_conv3x3"], raw["ratio_vs_conv3x3"] * raw["ratio_vs_conv3x3_rel_ci"]),
-        "x copy": measured(raw["ratio_vs_copy"], raw["ratio_vs_copy"] * raw["ratio_vs_copy_rel_ci"]),
+        "variant": raw["variant"] + raw["flagged"].map({True: f" {FLAGGED_MARK}", False: ""}),
+        f"latency ({unit})": with_interval(raw["latency_s"] * scale,
+                                           raw["latency_s"] * raw["latency_rel_ci"] * scale),
+        f"added vs identity ({unit})": with_interval(raw["added_vs_identity_s"] * scale,
+                                                     raw["added_vs_identity_ci_s"] * scale),
+        "x conv3x3": with_interval(raw["ratio_vs_conv3x3"], raw["ratio_vs_conv3x3"] * raw["ratio_vs_conv3x3_rel_ci"]),
+        "x copy": with_interval(raw["ratio_vs_copy"], raw["ratio_vs_copy"] * raw["ratio_vs_copy_rel_ci"]),
     })  # fmt: skip
     kept = [
         *keys,
         "variant",
         "latency_s",
+        "latency_rel_ci",
         "added_vs_identity_s",
+        "added_vs_identity_ci_s",
         "ratio_vs_conv3x3",
+        "ratio_vs_conv3x3_rel_ci",
         "ratio_vs_copy",
+        "ratio_vs_copy_rel_ci",
+        "flagged",
     ]
     return display, raw[kept]
 
@@ -215,7 +234,7 @@ def cost_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "params": raw["params"].map(lambda v: f"{int(v):,}"),
         "MFLOPs": (raw["flops"] / 1e6).map(format_exact),
         "MMACs": (raw["macs"] / 1e6).map(format_exact),
-        "MB moved": (raw["bytes_moved"] / 1e6).map(format_exact),
+        "moved (MiB)": (raw["bytes_moved"] / 2**20).map(format_exact),
         "peak memory (MiB)": (raw["peak_memory_bytes"] / 2**20).map(format_exact),
     })  # fmt: skip
     return display.reset_index(drop=True), raw.reset_index(drop=True)
