@@ -387,6 +387,7 @@ def command_ab(args: argparse.Namespace, sweep_args: list[str]) -> int:
         args.base,
         args.new,
         sweep_args,
+        repo=args.repo,
         runs=args.runs,
         out=args.out,
         threshold=args.threshold,
@@ -448,8 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep two git revisions interleaved on this machine, then compare",
         description="Unknown options are passed to `bench run` for both revisions.",
     )
-    ab.add_argument("--base", required=True, help="git revision (or . for the working tree)")
+    ab.add_argument(
+        "--base",
+        required=True,
+        help="git revision, . for the working tree, or auto: the merge-base of NEW with the "
+        "default branch (origin/HEAD, main or master)",
+    )
     ab.add_argument("--new", default=".", help="git revision (default: the working tree)")
+    ab.add_argument(
+        "--repo",
+        metavar="DIR",
+        help="the git repository of the code under test (default: the one holding the "
+        "current folder); --plugin files are taken from each revision of it",
+    )
     ab.add_argument(
         "--runs",
         type=int,
@@ -457,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweeps per revision, in turns (default 2: one process's rounds do not see how "
         "much processes differ; --rounds N is passed on to bench run)",
     )
-    ab.add_argument("--out", metavar="DIR", help="where the runs go (default: results/ab-<time>)")
+    ab.add_argument("--out", metavar="DIR", help="where the runs go (default: ./results/ab-<time>)")
     _add_gate_arguments(ab)
     ab.set_defaults(handler=None)
     add_history_parser(commands)

@@ -727,3 +727,20 @@ def test_one_run_per_side_calls_no_change_where_only_the_copy_moved(tmp_path):
     assert "5 case(s) past the threshold against their copy stay undetermined" in markdown(result)
     raw = compare(sides["base"], sides["new"], reference=None)  # no copy: nothing to check
     assert all(np.isnan(c.time_p_adjusted) for c in raw.cases)
+
+
+def test_the_step_summary_is_appended_and_cut_under_githubs_cap(tmp_path, monkeypatch):
+    from bench.gate.render import STEP_SUMMARY_BYTES, append_step_summary
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    assert append_step_summary("## report\n") is None  # outside Actions: nothing written
+    summary = tmp_path / "summary.md"
+    summary.write_text("an earlier step's line\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    append_step_summary("## report\n")
+    assert summary.read_text() == "an earlier step's line\n## report\n"
+    append_step_summary("| row |\n" * 400_000, whole="ab/compare.md")  # 3.2 MB
+    text = summary.read_text()
+    assert len(text.encode()) <= STEP_SUMMARY_BYTES < 1024 * 1024
+    assert text.startswith("an earlier step's line\n## report\n")
+    assert text.rstrip().endswith("the whole report is ab/compare.md)")

@@ -136,6 +136,8 @@ def test_a_block_that_breaks_its_output_promise_is_an_error_row_not_a_time(tmp_p
     # the summary names each failed case with the first line of its error
     line = summary.line()
     assert "failed: 3 case(s)" in line
+    rounds = next(part for part in line.splitlines() if part.startswith("rounds:"))
+    assert rounds.startswith("rounds: of the cases timed, ") and rounds.endswith(".")
     assert "test_half b2 c16 6x6 float32 cpu infer: OutputContractError: test_half: output" in line
 
 
@@ -440,7 +442,7 @@ def test_a_case_whose_interval_is_tight_closes_at_the_minimum_rounds(tmp_path, c
     summary = run_sweep(spec, tmp_path / "run")
     rows = read_results(tmp_path / "run")
     assert set(rows.rounds) == {2} and set(rows.stop_reason) == {"target"}
-    assert "2 reached timing.target_ci" in summary.line()
+    assert "2 reached their interval's target (timing.target_ci)." in summary.line()
     assert "budget left" in capsys.readouterr().err  # the progress bar's later passes
 
 
@@ -464,3 +466,15 @@ def test_the_sweep_budget_starts_after_the_kernel_builds(tmp_path):
         av.unregister("test_slow_build")
     rows = read_results(tmp_path / "run")
     assert set(rows.rounds) == {3} and set(rows.stop_reason) == {"rounds"}
+
+
+def test_max_time_reaches_the_time_cap_that_the_hints_name():
+    from bench.cli import _overrides, build_parser
+    from bench.measurement.quality import FLAG_HINTS
+
+    args = build_parser().parse_args(["run", "--max-time", "2.5", "--rounds", "4"])
+    spec, _ = build_spec("quick", overrides=_overrides(args))
+    assert spec.timing.max_time_s == 2.5 and spec.timing.rounds == 4
+    assert spec.timing.min_time_s == 0.03  # the preset's other timing settings stay
+    for flag in ("unstable", "few_samples"):
+        assert "--max-time" in FLAG_HINTS[flag] and "max_time_s:" in FLAG_HINTS[flag]

@@ -1,4 +1,9 @@
-"""Same-job A/B: sweep two git revisions in turns on one machine, then compare.
+"""Same-job A/B: sweep two git revisions of the code under test in turns on one machine, then
+compare.
+
+The code under test is the git repository holding the current folder (or `--repo DIR`): a
+user's repository with their plugin block, or this suite's own checkout. Each revision is
+checked out into a worktree and its plugins are loaded from there (`bench.gate.revisions`).
 
 Baselines saved on another machine (or an hour ago on this one) differ by more than the changes
 worth catching; two revisions measured in turns, minutes apart on the same machine, do not.
@@ -9,18 +14,25 @@ as evidence: one process's rounds do not see how much two processes of the same 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
-from ..measurement.environment import REPOSITORY
 from ..sweep.presets import PRESETS
 from .compare import CompareInputError, compare, parse_threshold
-from .render import markdown
+from .render import append_step_summary, markdown
+from .revisions import (
+    WORKING_TREE,
+    RevisionError,
+    code_under_test,
+    resolve,
+    resolve_base,
+    worktree,
+)
 
 
 def sweep_options(sweep_args: list[str], scratch: Path) -> list[str]:
@@ -36,78 +48,59 @@ def sweep_options(sweep_args: list[str], scratch: Path) -> list[str]:
     return ["--spec", str(spec_file), *sweep_args]
 
 
-def _git(*args: str, cwd: Path = REPOSITORY) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def _checkout(revision: str, into: Path) -> Path:
-    """A detached worktree of `revision`, or the current working tree for '.'."""
-    if revision == ".":
-        return REPOSITORY
-    _git("worktree", "add", "--detach", str(into), revision)
-    return into
-
-
 def run_ab(
     base: str,
     new: str,
     sweep_args: list[str],
     *,
+    repo: str | None = None,
     runs: int = 2,
     out: str | None = None,
     threshold: str = "10%",
     alpha: float = 0.05,
     strict: bool = False,
 ) -> int:
-    """Run `bench run SWEEP_ARGS` for BASE and NEW, alternating, then `bench compare`."""
-    out_dir = Path(
-        out or REPOSITORY / "results" / f"ab-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    )
+    """Run `bench run SWEEP_ARGS` for BASE and NEW of the repository `repo` (default: the one
+    holding the current folder), alternating, then `bench compare`. Everything that could
+    refuse (the repository, the revisions, the plugins at each) is checked before any sweep."""
+    out_dir = Path(out or Path("results") / f"ab-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     if any(flag in sweep_args for flag in ("--out", "--resume")):
         print("error: bench ab chooses the run directories; drop --out/--resume", file=sys.stderr)
         return 2
     if runs < 1:
         print(f"error: --runs {runs}: allowed: 1 or more", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
-        trees = {}
-        options = sweep_options(sweep_args, Path(scratch))
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch, ExitStack() as trees:
         try:
-            for side, revision in (("base", base), ("new", new)):
-                trees[side] = _checkout(revision, Path(scratch) / side)
-            for run_index in range(runs):
-                # alternate who goes first, so a steady drift favours neither
-                order = ("base", "new") if run_index % 2 == 0 else ("new", "base")
-                for side in order:
-                    target = out_dir / side / f"run-{run_index + 1}"
-                    print(f"run {run_index + 1}/{runs}: {side} ({trees[side]})", flush=True)
-                    command = [
-                        sys.executable,
-                        "-m",
-                        "bench",
-                        "run",
-                        *options,
-                        "--quiet",
-                        "--out",
-                        str(target),
-                    ]
-                    code = subprocess.run(command, cwd=trees[side]).returncode
-                    if code not in (0, 1):  # 1: some cases failed; still comparable
-                        print(f"error: the {side} sweep exited with {code}", file=sys.stderr)
-                        return 2
-        except subprocess.CalledProcessError as error:
-            print(f"error: git: {error.stderr.strip()}", file=sys.stderr)
+            code = code_under_test(repo, sweep_options(sweep_args, Path(scratch)))
+            new_commit = resolve(code.repository, new)
+            chosen = resolve_base(code.repository, base, new)
+            for revision in (chosen.commit, new_commit):
+                code.check_revision(revision)
+            new_label = "the working tree" if new_commit == WORKING_TREE else new_commit[:10]
+            compared = (
+                f"Repository `{code.repository}`: BASE is {chosen.commit[:10]} ({chosen.why}), "
+                f"NEW is {new_label}"
+                + (" (the same commit)" if chosen.commit == new_commit else "")
+            )
+            print(compared, flush=True)
+            paths = {
+                side: trees.enter_context(worktree(code.repository, revision, Path(scratch) / side))
+                for side, revision in (("base", chosen.commit), ("new", new_commit))
+            }
+        except RevisionError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
-        finally:
-            for tree in trees.values():
-                if tree != REPOSITORY:
-                    subprocess.run(
-                        ["git", "worktree", "remove", "--force", str(tree)],
-                        cwd=REPOSITORY,
-                        capture_output=True,
-                    )
+        for run_index in range(runs):
+            # alternate who goes first, so a steady drift favours neither
+            order = ("base", "new") if run_index % 2 == 0 else ("new", "base")
+            for side in order:
+                target = out_dir / side / f"run-{run_index + 1}"
+                print(f"run {run_index + 1}/{runs}: {side} ({paths[side]})", flush=True)
+                code_exit = code.sweep(paths[side], target, ["--quiet"])
+                if code_exit not in (0, 1):  # 1: some cases failed; still comparable
+                    print(f"error: the {side} sweep exited with {code_exit}", file=sys.stderr)
+                    return 2
     try:
         result = compare(
             out_dir / "base", out_dir / "new", threshold=parse_threshold(threshold), alpha=alpha,
@@ -116,7 +109,8 @@ def run_ab(
     except CompareInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = markdown(result)
+    report = markdown(result, preface=[compared + "."])
     (out_dir / "compare.md").write_text(report)
     print(report)
+    append_step_summary(report, whole=str((out_dir / "compare.md").resolve()))
     return result.exit_code

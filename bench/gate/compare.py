@@ -29,9 +29,12 @@ the rounds' spread around their own run's mean, and a between-run variance, one 
 suite (`bench.gate.model.between_runs`). With two or more runs on a side (`bench ab --runs 2`)
 it is estimated from how each case's runs scatter around their side's mean, and each case's
 own run spread moderates it (empirical Bayes, as limma moderates a gene's variance); with one
-run per side, from how the cases' log ratios scatter around the suite's median (most cases
-did not change). Both estimates match medians, so up to half the cases may have changed
-without moving it. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
+run per side, from how the cases' log ratios scatter around the suite's centre, each variant
+weighing the same (shared among its cases) and the references beside them (identity,
+conv3x3: no change reaches them) counting as variants too, so a variant that moved as a
+whole is one vote (`bench.gate.model.suite_between_runs`). Both estimates match (weighted)
+medians. With one run per side and too few cases or variants left to estimate it, no figure
+is borrowed: every case stays `undetermined` and the compare cannot tell. The 95% interval and the two-sided p-value come from a t distribution whose degrees of
 freedom combine both parts (Satterthwaite).
 
 One run per side. The suite's figure is one variance for every case, but the paired copy of a
@@ -69,8 +72,14 @@ while the machine was disturbed (flagged contended, contention_unchecked, gpu_th
 gpu_shared on either side) gets no verdict from its times: it is `inconclusive`. The sample
 flags (few_samples, unstable) do not: the spread between rounds already weighs them.
 
-Exit codes: 0 no regression, 1 regression, 2 bad input, 3 inconclusive (no regression, but some
-case was flagged; with ``--strict``, also when some case is undetermined).
+The compare never says "no regression" when it cannot tell: an undetermined case whose
+estimate lies past 1 + threshold (its interval cannot rule the regression out) makes the
+verdict `cannot tell`; and a geometric mean whose whole interval lies past 1 + threshold is a
+regression of the suite, even where no single case could be called.
+
+Exit codes: 0 no regression, 1 regression, 2 bad input, 3 cannot tell or inconclusive (some
+case past the threshold undecided, or measured on a disturbed machine; with ``--strict``, also
+any undetermined case).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ def to_json(result: Comparison) -> dict[str, Any]:
                            "ci_high": _number(high), "cases": covered},
         "cases": cases,
         "exact_changes": [{k: plain_value(v) for k, v in c.items()} for c in result.exact_changes],
+        "provenance": {"base": result.base.provenance, "new": result.new.provenance},
         "only_base": result.only_base,
         "only_new": result.only_new,
     }  # fmt: skip
@@ -80,8 +83,9 @@ def _format_ratio(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.3f}"
 
 
-def markdown(result: Comparison) -> str:
-    """The PR-comment report (`compare --output FILE`, and what `bench compare` prints)."""
+def markdown(result: Comparison, preface: list[str] = ()) -> str:
+    """The PR-comment report (`compare --output FILE`, and what `bench compare` prints);
+    `preface` lines (which revisions were compared, say) come right under its title."""
     tested = result.tested
     how = (
         f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
@@ -111,6 +115,7 @@ def markdown(result: Comparison) -> str:
     lines = [
         "## Performance comparison",
         "",
+        *(line for entry in preface for line in (entry, "")),
         f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(tested)} tested "
         f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
         f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg).",
@@ -142,6 +147,9 @@ def markdown(result: Comparison) -> str:
             "their time over the machine's drift did not move significantly, so the copy may "
             "have moved alone (listed with the undetermined cases)."
         )
+    for name, side in (("BASE", result.base), ("NEW", result.new)):
+        if side.provenance:
+            lines += ["", f"{name} measured: " + "; ".join(side.provenance) + "."]
     mean, mean_low, mean_high, covered = result.geometric_mean
     if covered:
         interval = f" [95% CI {mean_low:.3f}, {mean_high:.3f}]" if covered > 1 else ""
@@ -226,3 +234,27 @@ def markdown(result: Comparison) -> str:
                       _case_table(cases, result.reference, detectable=detectable), "",
                       "</details>"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+# GitHub refuses a job's step summary past 1 MiB; the cut leaves room for other steps' lines
+STEP_SUMMARY_BYTES = 1024 * 1024 - 16 * 1024
+
+
+def append_step_summary(text: str, whole: str = "") -> Path | None:
+    """Append `text` to `$GITHUB_STEP_SUMMARY` (GitHub Actions' job summary) when it is set,
+    cut to stay under GitHub's size cap with a line saying so (and where `whole` is, when
+    given); the file written, or None outside Actions."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    path = Path(target)
+    room = STEP_SUMMARY_BYTES - (path.stat().st_size if path.exists() else 0)
+    data = text.encode()
+    if len(data) > room:
+        note = "\n\n(cut here: GitHub's step summary holds at most 1 MiB"
+        note += f"; the whole report is {whole})\n" if whole else ")\n"
+        keep = max(room - len(note.encode()), 0)
+        text = data[:keep].decode(errors="ignore") + note
+    with path.open("a") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    return path

@@ -14,7 +14,7 @@ import pandas as pd
 from ..measurement.quality import MACHINE_FLAGS
 from ..sweep.benchmark_json import BenchmarkJsonError, read_benchmark_json
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
-from ..sweep.rundir import RunDirectory, RunDirectoryError
+from ..sweep.rundir import RunDirectory, RunDirectoryError, provenance_lines
 
 GROUP_KEYS = (*SHAPE_FIELDS, *SETTING_FIELDS)  # a shape and setting: where references pair
 
@@ -32,6 +32,7 @@ class Run:
     source: str
     paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
     rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
+    provenance: list[str] = field(default_factory=list)  # what the run measured, a line each
     _reference_keys: dict[str, dict[tuple, str]] = field(default_factory=dict, repr=False)
 
     def sample_rounds(self, key: str) -> np.ndarray:
@@ -53,6 +54,11 @@ class Run:
 class Side:
     runs: list[Run]
     source: str
+
+    @property
+    def provenance(self) -> list[str]:
+        """What the side's runs measured, each line once."""
+        return list(dict.fromkeys(line for run in self.runs for line in run.provenance))
 
     @property
     def keys(self) -> list[str]:
@@ -85,6 +91,7 @@ def _run_from_directory(path: Path) -> Run:
     try:
         run_dir = RunDirectory(path)
         results, samples = run_dir.results(), run_dir.samples()
+        provenance = provenance_lines(run_dir.env()) if run_dir.has_env else []
     except (RunDirectoryError, pd.errors.ParserError, OSError) as error:
         raise CompareInputError(str(error)) from error
     ok = results[results["status"] == "ok"].copy()
@@ -108,6 +115,7 @@ def _run_from_directory(path: Path) -> Run:
         str(path),
         paired,
         rounds,
+        provenance,
     )
 
 

@@ -187,6 +187,7 @@ class Outcome:
     verdict: str
     ratio: float
     between_sd: float  # the between-run spread the compare assumed (a run's mean, one sd)
+    compare_verdict: str = ""  # the whole compare's: regression, cannot tell, no regression...
 
 
 def score(
@@ -218,7 +219,8 @@ def score(
             for case in result.cases:
                 outcomes.append(Outcome(index, kind, case.key, case.label, case.key in replaced,
                                         case.verdict, case.ratio,
-                                        result.between_runs.relative_sd))  # fmt: skip
+                                        result.between_runs.relative_sd,
+                                        result.verdict))  # fmt: skip
         print(f"compare {index}/{compares} scored", flush=True)
     return pd.DataFrame([o.__dict__ for o in outcomes])
 
@@ -257,6 +259,14 @@ def summary(outcomes: pd.DataFrame) -> str:
         ("between-run spread assumed (median over compares)",
          f"{same.groupby('compare')['between_sd'].first().median():.1%}"),
     ]  # fmt: skip
+    if "compare_verdict" in outcomes:  # the compare's own verdict (scored since it was kept)
+
+        def verdicts(frame: pd.DataFrame) -> str:
+            counts = frame.groupby("compare")["compare_verdict"].first().value_counts()
+            return ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+
+        rows += [("same code: the compares' verdicts", verdicts(same)),
+                 ("slowed: the compares' verdicts", verdicts(slowed_run))]  # fmt: skip
     table = pd.DataFrame(rows, columns=["what", "measured"])
     worst = (
         slowed.groupby("label")["verdict"]

@@ -1,9 +1,11 @@
-"""`bench history backfill --commits A..B`: sweep each commit in a git worktree, as `asv run`
-does, and add each run to the store.
+"""`bench history backfill --commits A..B`: sweep each commit of the code under test in a git
+worktree, as `asv run` does, and add each run to the store.
 
-Each commit of the range (oldest first, `git rev-list --reverse A..B`: after A, up to B) is
-checked out into a temporary worktree and swept there by its own code (`python -m bench run`
-with the given options), into RUNS/<commit>. Resumable: a commit whose run is already in the
+Each commit of the range (oldest first, `git rev-list --reverse A..B`: after A, up to B) of the
+repository holding the current folder (or `--repo DIR`) is checked out into a temporary
+worktree and swept there (`python -m bench run` with the given options, each `--plugin` file
+taken from that worktree; the suite's own checkout sweeps with its own code), into
+RUNS/<commit>. Resumable: a commit whose run is already in the
 store for this machine is skipped, a complete run directory left by an earlier backfill is
 added without sweeping again, and an unfinished one is swept afresh. A commit whose sweep fails
 (its code may predate an option) is reported and the backfill goes on.
@@ -18,20 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..measurement.environment import REPOSITORY, capture
+from ..gate.revisions import CodeUnderTest, RevisionError, code_under_test, git, worktree
+from ..measurement.environment import capture
 from ..sweep.rundir import RunDirectory
 from .store import HistoryError, HistoryStore, machine_fingerprint
 
 
-def commit_range(spec: str, repository: Path = REPOSITORY) -> list[str]:
+def commit_range(spec: str, repository: Path) -> list[str]:
     """The commits of `A..B`, oldest first; HistoryError if git does not know the range."""
     if ".." not in spec:
         raise HistoryError(f"--commits {spec!r}: allowed: a range A..B (e.g. HEAD~8..HEAD)")
-    result = subprocess.run(
-        ["git", "-C", str(repository), "rev-list", "--reverse", spec],
-        capture_output=True,
-        text=True,
-    )
+    result = git(repository, "rev-list", "--reverse", spec)
     if result.returncode != 0:
         raise HistoryError(f"--commits {spec}: git: {result.stderr.strip() or 'unknown range'}")
     commits = result.stdout.split()
@@ -55,11 +54,24 @@ def backfill(
     spec: str,
     sweep_args: list[str],
     runs_dir: Path,
-    repository: Path = REPOSITORY,
+    repo: str | Path | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Sweep and add every commit of `spec` not yet stored; returns (added, failed) commits."""
+    """Sweep and add every commit of `spec` in the repository `repo` (default: the one holding
+    the current folder) not yet stored; returns (added, failed) commits."""
+    try:
+        code = code_under_test(repo, sweep_args)
+    except RevisionError as error:
+        raise HistoryError(str(error)) from error
+    commits = commit_range(spec, code.repository)
+    missing = []
+    for commit in commits:
+        try:
+            code.check_revision(commit)
+        except RevisionError as error:
+            missing.append(str(error))
+    if missing:
+        raise HistoryError(missing[0] + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
     check_sweep_args(sweep_args)
-    commits = commit_range(spec, repository)
     machine = machine_fingerprint(capture())
     stored = store.commits(machine)
     added, failed = [], []
@@ -73,27 +85,23 @@ def backfill(
         if RunDirectory(out).status != "complete":
             if out.exists():
                 shutil.rmtree(out)  # an unfinished sweep: swept again from the start
-            code = _sweep(commit, sweep_args, out, repository)
-            if code not in (0, 1) or not RunDirectory.holds_run(out):
-                print(f"{prefix}: the sweep exited with {code}; skipped", flush=True)
+            code_exit = _sweep(code, commit, out)
+            if code_exit not in (0, 1) or not RunDirectory.holds_run(out):
+                print(f"{prefix}: the sweep exited with {code_exit}; skipped", flush=True)
                 failed.append(commit)
                 continue
-        store.add([out], repository)
+        store.add([out], code.repository)
         added.append(commit)
         print(f"{prefix}: added ({(time.perf_counter() - started) / 60:.1f} min so far)",
               flush=True)  # fmt: skip
     return added, failed
 
 
-def _sweep(commit: str, sweep_args: list[str], out: Path, repository: Path) -> int:
+def _sweep(code: CodeUnderTest, commit: str, out: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as scratch:
-        tree = Path(scratch) / "tree"
-        subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", str(tree),
-                        commit], check=True, capture_output=True)  # fmt: skip
         try:
-            command = [sys.executable, "-m", "bench", "run", *sweep_args, "--quiet",
-                       "--out", str(out.resolve())]  # fmt: skip
-            return subprocess.run(command, cwd=tree).returncode
-        finally:
-            subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force",
-                            str(tree)], capture_output=True)  # fmt: skip
+            with worktree(code.repository, commit, Path(scratch) / "tree") as tree:
+                return code.sweep(tree, out, ["--quiet"])
+        except RevisionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2

@@ -26,6 +26,7 @@ from scipy.stats import t as t_dist
 
 PENALTY = 8.0  # x log(n), on unit noise: few false changes in short, heavy-tailed real series
 MIN_POINTS = 6  # fewer commits than this hold no change point worth a search
+MIN_COMMITS = 3  # the newest commit is checked against at least two before it
 MIN_SEGMENT = 2  # commits: a single odd commit is an outlier, not a change
 RECENT = 5  # commits: a change point this close to the newest one is "now"
 NOISE_PASSES = 3  # the search again with the noise measured around the segments it found
@@ -119,7 +120,7 @@ def newest_check(
     against the segment before it; None with too little history."""
     values = np.asarray(values, dtype=float)
     n = values.size
-    if n < 3:
+    if n < MIN_COMMITS:
         return None
     sd = noise_sd(values)
     recent = [c for c in found if c.index >= n - RECENT]

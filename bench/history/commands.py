@@ -26,8 +26,18 @@ def add_history_parser(commands: argparse._SubParsersAction) -> None:
     backfill.add_argument(
         "--runs-dir", type=Path, default=None, help="where the runs go (default: STORE/../runs)"
     )
+    for action in (add, backfill):
+        action.add_argument(
+            "--repo",
+            type=Path,
+            metavar="DIR",
+            help="the git repository of the code under test (default: the one the run "
+            "recorded for add, the one holding the current folder for backfill)",
+        )
     check = actions.add_parser(
-        "check", help="exit 1 when the newest commit starts a regression past the threshold"
+        "check",
+        help="exit 1 when the newest commit starts a regression past the threshold (0 with "
+        "too little history to tell, 2 on an error)",
     )
     check.add_argument("--threshold", default="10%", help="slowdown that counts (default 10%%)")
     check.add_argument("--alpha", type=float, default=0.05)
@@ -53,7 +63,7 @@ def command_history(args: argparse.Namespace, extra: list[str]) -> int:
     started = time.perf_counter()
     try:
         if args.history_command == "add":
-            result = store.add(args.run_dirs)
+            result = store.add(args.run_dirs, args.repo)
             print(f"added {len(result.added)} run(s), {len(result.already)} already in "
                   f"{args.store} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
             return 0
@@ -61,7 +71,7 @@ def command_history(args: argparse.Namespace, extra: list[str]) -> int:
             from .backfill import backfill
 
             runs_dir = args.runs_dir or args.store.resolve().parent / "runs"
-            added, failed = backfill(store, args.commits, extra, runs_dir)
+            added, failed = backfill(store, args.commits, extra, runs_dir, args.repo)
             print(f"backfill: {len(added)} commit(s) added, {len(failed)} failed")
             return 1 if failed else 0
         if args.history_command == "check":
@@ -91,7 +101,8 @@ def _check(store, args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..gate.compare import CompareInputError, parse_threshold
-    from .changes import change_points, decide, newest_check
+    from ..gate.render import append_step_summary
+    from .changes import MIN_COMMITS, change_points, decide, newest_check
     from .series import case_points, suite_points
     from .store import HistoryError
 
@@ -118,8 +129,15 @@ def _check(store, args: argparse.Namespace) -> int:
             checks.append(checked)
             rows.append((machine, label, checked))
     decide(checks, threshold=threshold, alpha=args.alpha)
-    if not rows:
-        raise HistoryError(f"{store.path}: too little history to check (3 commits at least)")
+    if not rows:  # a new history: not an error, and nothing to flag yet
+        stored = points.groupby("machine")["commit"].nunique().max() if len(points) else 0
+        message = (
+            f"too little history to check: {stored or 0} commit(s) stored on a machine, "
+            f"{MIN_COMMITS} needed; nothing flagged"
+        )
+        print(message)
+        append_step_summary(f"## Performance history\n\n{message}.\n")
+        return 0
     table = pd.DataFrame([{
         "machine": machine, "series": label, "since": c.since[:10], "against": c.baseline,
         "ratio": f"{c.ratio:.3f}", "p adjusted": f"{c.p_adjusted:.2g}",
@@ -127,12 +145,17 @@ def _check(store, args: argparse.Namespace) -> int:
     } for machine, label, c in rows])  # fmt: skip
     flagged = table[table["verdict"] == "REGRESSION"]
     suite = table[table["series"] == SUITE]
-    print(suite.to_markdown(index=False))
-    print()
+    lines = [suite.to_markdown(index=False), ""]
     if flagged.empty:
-        print(f"no regression: {len(table)} series checked at the newest commit "
-              f"(threshold {threshold:.0%}, alpha {args.alpha:g})")  # fmt: skip
-        return 0
-    print(flagged.to_markdown(index=False))
-    print(f"\n{len(flagged)} of {len(table)} series regressed past {threshold:.0%}")
-    return 1
+        lines.append(f"no regression: {len(table)} series checked at the newest commit "
+                     f"(threshold {threshold:.0%}, alpha {args.alpha:g})")  # fmt: skip
+    else:
+        lines += [
+            flagged.to_markdown(index=False),
+            "",
+            f"{len(flagged)} of {len(table)} series regressed past {threshold:.0%}",
+        ]
+    text = "\n".join(lines)
+    print(text)
+    append_step_summary(f"## Performance history\n\n{text}\n")
+    return 1 if len(flagged) else 0

@@ -26,7 +26,13 @@ import pandas as pd
 
 from ..measurement.environment import REPOSITORY
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
-from ..sweep.rundir import RunDirectory, RunDirectoryError, machine_facts, machine_label
+from ..sweep.rundir import (
+    RunDirectory,
+    RunDirectoryError,
+    machine_facts,
+    machine_label,
+    tested_revision,
+)
 
 FORMAT = 1  # raise when a stored column changes meaning; newer stores are refused
 FORMAT_FILE = "history.json"
@@ -69,8 +75,10 @@ class RunRounds:
     rows: pd.DataFrame
 
 
-def read_run(path: str | Path, repository: Path = REPOSITORY) -> RunRounds:
-    """A run directory's rounds as store rows; HistoryError if it cannot go in a history."""
+def read_run(path: str | Path, repository: Path | None = None) -> RunRounds:
+    """A run directory's rounds as store rows, keyed by the commit of the code under test
+    (`bench.sweep.rundir.tested_revision`), its time read from `repository` (default: the
+    repository the run recorded); HistoryError if it cannot go in a history."""
     run_dir = RunDirectory(path)
     if not run_dir.holds_run(path) or not run_dir.started:
         raise HistoryError(f"{path}: not a run directory (no results.csv and run.json)")
@@ -79,13 +87,15 @@ def read_run(path: str | Path, repository: Path = REPOSITORY) -> RunRounds:
         results, samples = run_dir.results(), run_dir.samples()
     except (RunDirectoryError, OSError, ValueError) as error:
         raise HistoryError(f"{path}: {error}") from error
-    commit = env.get("git_commit")
+    tested = tested_revision(env)  # the code under test: the user's plugin, or the suite
+    commit = tested.commit
     if not commit or commit == "unknown":
         raise HistoryError(
-            f"{path}: env.json names no git commit, so the run has no place in a history "
-            "(run it from a git checkout)"
+            f"{path}: env.json names no git commit of the code under test ({tested.what}), "
+            "so the run has no place in a history (keep the plugin in a git repository)"
         )
-    when = commit_time(commit, repository) or info.get("started_utc")
+    where = Path(repository or tested.repository or REPOSITORY)
+    when = commit_time(commit, where) or info.get("started_utc")
     machine = machine_fingerprint(env)
     ok = results[results["status"] == "ok"]  # the variants, and the references beside them
     if ok.empty or samples.empty:
@@ -110,7 +120,7 @@ def read_run(path: str | Path, repository: Path = REPOSITORY) -> RunRounds:
     rows = rounds.merge(identity, on="case_id", how="inner")
     rows = rows.assign(
         machine=machine, machine_label=machine_label(env), commit=commit, commit_time=when,
-        dirty=bool(env.get("git_dirty")), run_id=run_dir.run_id,
+        dirty=bool(tested.dirty), run_id=run_dir.run_id,
         run_dir=str(Path(path).resolve()),
     )  # fmt: skip
     for column in COLUMNS:
@@ -153,7 +163,7 @@ class HistoryStore:
     def run_file(self, machine: str, run_id: str) -> Path:
         return self.path / f"machine={machine}" / f"{run_id}.parquet"
 
-    def add(self, run_dirs: list[str | Path], repository: Path = REPOSITORY) -> AddResult:
+    def add(self, run_dirs: list[str | Path], repository: Path | None = None) -> AddResult:
         """Add runs; every run is read and checked before anything is written."""
         self._check_format()
         runs = [read_run(path, repository) for path in run_dirs]

@@ -30,10 +30,13 @@ PACKAGES = (
 )
 
 
-def _git(*args: str) -> str | None:
+SUITE_DISTRIBUTION = "cnn-attention-bench"
+
+
+def _git(*args: str, directory: Path = REPOSITORY) -> str | None:
     try:
         result = subprocess.run(
-            ["git", "-C", str(REPOSITORY), *args],
+            ["git", "-C", str(directory), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -42,6 +45,53 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip()
+
+
+def git_state(directory: Path) -> dict[str, Any]:
+    """The git repository holding `directory`: its top folder (the main one's, for a
+    worktree of it, which `checkout` names), commit, and whether its tracked files differ from
+    the commit (dirty); all None outside a repository."""
+    top = _git("rev-parse", "--show-toplevel", directory=directory)
+    if top is None:
+        return {"repository": None, "checkout": None, "commit": None, "dirty": None}
+    common = _git("rev-parse", "--path-format=absolute", "--git-common-dir", directory=directory)
+    main = str(Path(common).parent) if common and Path(common).name == ".git" else top
+    status = _git("status", "--porcelain", "--untracked-files=no", directory=directory)
+    return {
+        "repository": main,
+        "checkout": top,
+        "commit": _git("rev-parse", "HEAD", directory=directory),
+        "dirty": None if status is None else bool(status),
+    }
+
+
+def suite_revision() -> dict[str, Any]:
+    """The suite's own version, and its commit where it runs from a checkout of its own (an
+    installed wheel has none; a virtual environment inside someone's repository is not the
+    suite's checkout, so only a repository whose top folder is the suite's counts)."""
+    try:
+        version = importlib.metadata.version(SUITE_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    state = git_state(REPOSITORY)
+    own = state["checkout"] is not None and Path(state["checkout"]).resolve() == REPOSITORY
+    return {
+        "version": version,
+        "location": str(REPOSITORY),
+        "git_commit": state["commit"] if own else None,
+        "git_dirty": state["dirty"] if own else None,
+    }
+
+
+def files_digest(paths: list[Path]) -> str:
+    """SHA-256 over the files' names (relative to their common folder) and contents, sorted:
+    the same for the same code wherever it lies."""
+    paths = sorted(Path(p).resolve() for p in paths)
+    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _package_versions() -> dict[str, str | None]:
@@ -132,9 +182,9 @@ def _matmul_precision() -> dict[str, Any]:
 def capture(seed: int | None = None) -> dict[str, Any]:
     """Environment facts for env.json: time, host, software, devices, threads, git state, seed,
     and what makes two runs comparable (load, threading variables, CPU frequency, TF32)."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    untracked = _git("ls-files", "--others", "--exclude-standard")
+    suite = suite_revision()
+    own = suite["git_commit"] is not None  # the suite's own checkout
+    untracked = _git("ls-files", "--others", "--exclude-standard") if own else None
     return {
         "utc_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -148,9 +198,11 @@ def capture(seed: int | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "parallel_info": torch.__config__.parallel_info(),
-        "git_commit": commit,
-        "git_dirty": None if status is None else bool(status),
+        # the suite's checkout (None when the suite is an installed package)
+        "git_commit": suite["git_commit"],
+        "git_dirty": suite["git_dirty"],
         "git_untracked_files": None if untracked is None else bool(untracked),
+        "suite": suite,
         "load_average_start": load_average(),
         "threading_environment": {
             k: v for k, v in sorted(os.environ.items()) if k.startswith(THREADING_VARIABLES)

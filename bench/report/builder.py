@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..sweep.rundir import RunDirectory, RunDirectoryError
+from ..sweep.rundir import RunDirectory, RunDirectoryError, provenance_lines
 from . import comparisons, plots, tables
 
 
@@ -30,6 +30,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
     table_dir, plot_dir = run_dir / "tables", run_dir / "plots"
     written: list[Path] = []
     sections: list[str] = [f"# Report of {run_dir.name}", ""]
+    if RunDirectory(run_dir).has_env:  # what was measured: the suite and the code under test
+        sections += [f"- {line}" for line in provenance_lines(RunDirectory(run_dir).env())]
+        sections += [""]
     colours = plots.palette(results)
     ceilings = RunDirectory(run_dir).ceilings()
 
@@ -83,9 +86,10 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             if display.empty:
                 continue
             caption = (
-                f"Fused against eager, {_setting(name)}: each block's median time as a multiple "
-                "of a copy of the same tensor timed right after each sample (one read and one "
-                "write: the memory floor), and fused / eager."
+                f"Fused against eager, {_setting(name)}: each block's time as a multiple of a "
+                "copy of the same tensor timed right after each sample (one read and one write: "
+                "the memory floor), the geometric mean over rounds of each round's median "
+                "ratio with its 95% interval over rounds, and fused / eager; copy in ms."
             )
             written += tables.write_table(display, raw, table_dir, f"fused_{name}", caption)
             sections += _section(f"Fused against eager, {_setting(name)}", name, "fused")
@@ -99,7 +103,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         caption = (
             f"{_setting(name)}, batch {_batches(rows)}, {rows['height'].iloc[0]}x"
             f"{rows['width'].iloc[0]}: params in millions of 10^6 and of 2^20 (the ECA-Net "
-            "paper's unit), forward GMACs and GFLOPs (10^9) per image, images/s."
+            "paper's unit), forward GMACs and GFLOPs (10^9) per image, images/s with the "
+            f"95% interval of its time; {tables.FLAGGED_MARK} marks a measurement flagged in "
+            "the `quality` column."
         )
         written += tables.write_table(display, raw, table_dir, f"network_{name}", caption)
         if charts:

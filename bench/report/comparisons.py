@@ -26,6 +26,28 @@ def over_copy(samples: pd.DataFrame) -> pd.Series:
     return ratio.groupby(paired["case_id"]).median()
 
 
+def over_copy_interval(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per case: time / the paired copy as the geometric mean over its rounds of each round's
+    median ratio, with a 95% t-interval over the rounds (NaN with one round: then the median
+    over its samples, `over_copy`, and no interval)."""
+    paired = samples.dropna(subset=["reference_seconds_per_call"]).copy()
+    paired["ratio"] = paired["seconds_per_call"] / paired["reference_seconds_per_call"]
+    if "round" not in paired:
+        paired["round"] = 0
+    per_round = paired.groupby(["case_id", "round"])["ratio"].median()
+    records = {}
+    for case_id, ratios in per_round.groupby(level="case_id"):
+        records[case_id] = geometric_mean_interval(ratios.to_numpy())
+    frame = pd.DataFrame.from_dict(records, orient="index", columns=["ratio", "low", "high"])
+    single = frame["low"].isna()
+    frame.loc[single, "ratio"] = over_copy(samples).reindex(frame.index[single])
+    return frame
+
+
+def _with_interval(ratio: float, low: float, high: float) -> str:
+    return f"{ratio:.2f}" + (f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else "")
+
+
 def fused_pairs(rows: pd.DataFrame) -> bool:
     """Whether a run holds a fused variant beside its eager twin (what `fused_table` needs)."""
     labels = set(rows["variant_label"])
@@ -36,9 +58,14 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
     """Per shape, layout and block: eager and fused as multiples of a copy of the same tensor
     (the memory floor: one read, one write), fused / eager, and on CUDA the fused kernel's
     bandwidth as a share of the copy's (both move the tensor twice)."""
-    ratios = over_copy(samples)
+    ratios = over_copy_interval(samples)
     copy_s = samples.groupby("case_id")["reference_seconds_per_call"].median()
-    rows = rows.assign(over_copy=rows["case_id"].map(ratios), copy_s=rows["case_id"].map(copy_s))
+    rows = rows.assign(
+        over_copy=rows["case_id"].map(ratios["ratio"]),
+        over_copy_low=rows["case_id"].map(ratios["low"]),
+        over_copy_high=rows["case_id"].map(ratios["high"]),
+        copy_s=rows["case_id"].map(copy_s),
+    )
     keys = ["batch", "channels", "height", "width", "memory_format", "mode", "compile"]
     records = []
     for key, group in rows.groupby(keys, sort=False):
@@ -51,7 +78,11 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
             records.append({
                 **dict(zip(keys, key, strict=True)), "shape": _shape(e), "block": eager,
                 "copy_ms": f["copy_s"] * 1e3, "eager_over_copy": e["over_copy"],
+                "eager_over_copy_ci_low": e["over_copy_low"],
+                "eager_over_copy_ci_high": e["over_copy_high"],
                 "fused_over_copy": f["over_copy"],
+                "fused_over_copy_ci_low": f["over_copy_low"],
+                "fused_over_copy_ci_high": f["over_copy_high"],
                 "fused_over_eager": f["over_copy"] / e["over_copy"],
                 "device": f["device"],
                 "quality": quality_text([*e["quality_flags"], *f["quality_flags"]]),
@@ -63,8 +94,12 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
         "shape": raw["shape"], "layout": raw["memory_format"], "mode": raw["mode"],
         "compiled": raw["compile"].map({True: "yes", False: "no"}), "block": raw["block"],
         "copy (ms)": raw["copy_ms"].map(lambda v: f"{v:.3f}"),
-        "eager / copy": raw["eager_over_copy"].map(lambda v: f"{v:.2f}"),
-        "fused / copy": raw["fused_over_copy"].map(lambda v: f"{v:.2f}"),
+        "eager / copy [95% CI]": [_with_interval(*v) for v in zip(
+            raw["eager_over_copy"], raw["eager_over_copy_ci_low"],
+            raw["eager_over_copy_ci_high"], strict=True)],
+        "fused / copy [95% CI]": [_with_interval(*v) for v in zip(
+            raw["fused_over_copy"], raw["fused_over_copy_ci_low"],
+            raw["fused_over_copy_ci_high"], strict=True)],
         "fused / eager": raw["fused_over_eager"].map(lambda v: f"{v:.2f}"),
     })  # fmt: skip
     if raw["device"].astype(str).str.startswith("cuda").any():

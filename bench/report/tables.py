@@ -255,15 +255,35 @@ def network_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw["forward_macs_per_image"] = (forward["macs"] / forward["batch"]).reindex(labels)
     for mode in ("train", "infer"):
         raw[f"{mode}_images_per_s"] = speed[mode].reindex(labels) if mode in speed else np.nan
+        of_mode = rows[rows["mode"] == mode].set_index("variant_label")
+        # images/s is batch / time: the time's interval, turned over
+        batch = of_mode["batch"].astype(float)
+        raw[f"{mode}_images_per_s_ci_low"] = (batch / of_mode["latency_ci_high_s"]).reindex(labels)
+        raw[f"{mode}_images_per_s_ci_high"] = (batch / of_mode["latency_ci_low_s"]).reindex(labels)
+        flagged = of_mode["quality_flags"].map(bool).reindex(labels)
+        raw[f"{mode}_flagged"] = flagged.fillna(False).astype(bool)
     name = raw["model"].iloc[0].replace("resnet", "ResNet-")
+
+    def speed_cells(mode: str) -> list[str]:
+        cells = []
+        for value, low, high, flagged in zip(
+            raw[f"{mode}_images_per_s"], raw[f"{mode}_images_per_s_ci_low"],
+            raw[f"{mode}_images_per_s_ci_high"], raw[f"{mode}_flagged"], strict=True,
+        ):  # fmt: skip
+            cell = format_exact(value, 3)
+            if np.isfinite(low) and np.isfinite(high):
+                cell += f" [{format_exact(low, 3)}, {format_exact(high, 3)}]"
+            cells.append(cell + (f" {FLAGGED_MARK}" if flagged else ""))
+        return cells
+
     display = pd.DataFrame({
         "model": [name if v == "none" else f"{name} + {v}" for v in labels],
         "params (10^6)": (raw["params"] / 1e6).map(lambda v: f"{v:.3f}"),
         "params (2^20)": (raw["params"] / 2**20).map(lambda v: f"{v:.3f}"),
         "GMACs / image": (raw["forward_macs_per_image"] / 1e9).map(lambda v: f"{v:.3f}"),
         "GFLOPs / image": (raw["forward_flops_per_image"] / 1e9).map(lambda v: f"{v:.3f}"),
-        "train (images/s)": raw["train_images_per_s"].map(lambda v: format_exact(v, 3)),
-        "infer (images/s)": raw["infer_images_per_s"].map(lambda v: format_exact(v, 3)),
+        "train (images/s) [95% CI]": speed_cells("train"),
+        "infer (images/s) [95% CI]": speed_cells("infer"),
     })  # fmt: skip
     return display, raw.reset_index()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..measurement.environment import capture, case_seed
 from .cases import Case, expand
+from .plugins import plugin_provenance
 from .rundir import RunDirectory, new_run_id
 from .shards import Shard, select
 from .spec import SweepSpec
@@ -44,5 +45,7 @@ def start_run(
     cases = cases_of(spec, shard) if cases is None else cases  # before the directory exists
     run_id = new_run_id()
     run_dir = RunDirectory(out or Path("results") / run_id)
-    run_dir.create(spec.to_dict(), capture(seed=spec.seed), run_id, shard)
+    env = capture(seed=spec.seed)
+    env["code_under_test"] = [plugin_provenance(p) for p in spec.plugins]
+    run_dir.create(spec.to_dict(), env, run_id, shard)
     return SweepRun(spec, run_dir, run_id, cases, shard)

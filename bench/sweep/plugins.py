@@ -9,6 +9,9 @@ import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
+
+from ..measurement.environment import files_digest, git_state
 
 ENTRY_POINT_GROUP = "attention_variants.plugins"
 
@@ -55,3 +58,33 @@ def load_entry_point_plugins() -> dict[str, str]:
                 f"{type(error).__name__}: {error}"
             )
     return broken
+
+
+def plugin_files(target: str) -> list[Path]:
+    """The files a plugin's code lives in: the .py file named, or the imported module's file
+    (every .py file of its package folder, for a package); [] where it has none."""
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        return [path.resolve()] if path.is_file() else []
+    module = sys.modules.get(target) or importlib.import_module(target)
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        return []
+    origin = Path(origin).resolve()
+    if origin.name == "__init__.py":
+        return sorted(origin.parent.rglob("*.py"))
+    return [origin]
+
+
+def plugin_provenance(target: str) -> dict[str, Any]:
+    """What a run records of one plugin, the code under test: the plugin as named, its files,
+    the git repository they lie in with its commit and dirty state, and a hash of the files
+    (which names the code even outside a repository)."""
+    files = plugin_files(target)
+    state = git_state(files[0].parent) if files else git_state(Path.cwd())
+    return {
+        "plugin": target,
+        "files": [str(f) for f in files],
+        "files_sha256": files_digest(files) if files else None,
+        **state,
+    }

@@ -139,6 +139,57 @@ def machine_label(env: Mapping[str, Any]) -> str:
     return f"{env.get('host')}: {devices}, torch {facts['torch']}, {facts['threads']} threads"
 
 
+@dataclass(frozen=True)
+class TestedRevision:
+    """The revision of the code a run measured: its first plugin's repository and commit, or,
+    without a plugin in a repository, the suite's own checkout (the suite is then the code
+    under test)."""
+
+    commit: str | None
+    repository: str | None
+    dirty: bool | None
+    what: str  # "plugin my_blocks.py" or "the suite"
+
+    @property
+    def label(self) -> str:
+        if self.commit is None:
+            return f"{self.what}: no git commit"
+        return f"{self.what} at {self.commit[:10]}{' (dirty)' if self.dirty else ''}"
+
+
+def tested_revision(env: Mapping[str, Any]) -> TestedRevision:
+    """Which code a run measured, from its env.json (see `TestedRevision`)."""
+    for plugin in env.get("code_under_test") or []:
+        if plugin.get("commit"):
+            return TestedRevision(plugin["commit"], plugin.get("repository"),
+                                  plugin.get("dirty"), f"plugin {plugin['plugin']}")  # fmt: skip
+    suite = env.get("suite") or {}
+    return TestedRevision(env.get("git_commit"), suite.get("location"), env.get("git_dirty"),
+                          "the suite")  # fmt: skip
+
+
+def provenance_lines(env: Mapping[str, Any]) -> list[str]:
+    """What a run measured, a line each: the suite's version and revision, then every plugin
+    with its repository, commit, dirty state and files' hash."""
+    suite = env.get("suite") or {}
+    commit = env.get("git_commit")
+    lines = [
+        f"suite: cnn-attention-bench {suite.get('version') or '(version unknown)'}"
+        + (f" at {commit[:10]}{' (dirty)' if env.get('git_dirty') else ''}" if commit else
+           " (installed package, no checkout)")
+    ]  # fmt: skip
+    for plugin in env.get("code_under_test") or []:
+        where = (
+            f"{plugin['repository']} at {plugin['commit'][:10]}"
+            f"{' (dirty)' if plugin.get('dirty') else ''}"
+            if plugin.get("commit")
+            else "not in a git repository"
+        )
+        digest = (plugin.get("files_sha256") or "")[:12] or "-"
+        lines.append(f"code under test: plugin {plugin['plugin']}: {where}; files sha256 {digest}")
+    return lines
+
+
 def machine_differences(
     first: Mapping[str, Any], second: Mapping[str, Any], *, code: bool = False
 ) -> dict[str, tuple[Any, Any]]:
@@ -268,6 +319,10 @@ class RunDirectory:
     @property
     def has_spec(self) -> bool:
         return (self.path / _SPEC).exists()
+
+    @property
+    def has_env(self) -> bool:
+        return (self.path / _ENV).exists()
 
     @staticmethod
     def holds_run(path: str | Path) -> bool:
