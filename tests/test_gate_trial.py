@@ -8,22 +8,8 @@ import sys
 
 import pytest
 
-BLOCK = """import torch
-from torch import nn
+from .user_block import block_source
 
-import attention_variants as av
-
-
-@av.register("trial_gate", paper="a user's channel gate")
-class TrialGate(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.fc = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x):
-        y = x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
-{extra}        return y
-"""
 # the quick preset's timing, shortened for a test: four rounds, no sweep budget
 TIMING = (
     "timing: {warmup_s: 0.003, min_time_s: 0.02, max_time_s: 0.2, target_ci: 0.03, "
@@ -34,8 +20,7 @@ TIMING = (
 def sweep(folder, name, extra_passes):
     """The user's block with `extra_passes` extra elementwise passes over its output, swept
     against se and eca at 64 and 128 channels, 14x14 and 28x28, with the quick preset."""
-    passes = "".join("        y = y * 1.0001\n" for _ in range(extra_passes))
-    (folder / "my_blocks.py").write_text(BLOCK.format(extra=passes))
+    (folder / "my_blocks.py").write_text(block_source("trial_gate", extra_passes))
     out = folder / name
     done = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--preset", "quick", "--spec", "timing.yaml",

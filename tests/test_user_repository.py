@@ -13,22 +13,8 @@ from pathlib import Path
 
 import pytest
 
-BLOCK = """import torch
-from torch import nn
+from .user_block import block_source
 
-import attention_variants as av
-
-
-@av.register("user_gate", paper="a user's channel gate")
-class UserGate(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.fc = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x):
-        y = x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
-{extra}        return y
-"""
 TIMING = "timing: {warmup_s: 0.002, min_time_s: 0.02, max_time_s: 0.12, min_samples: 5}\n"
 SWEEP = ["--plugin", "my_blocks.py", "--variants", "user_gate,se", "--channels", "64,128",
          "--resolutions", "14,28", "--batch-sizes", "2", "--modes", "infer", "--rounds", "3",
@@ -49,7 +35,7 @@ def commit(repo, message, **files):
 
 
 def block(extra_passes):
-    return BLOCK.format(extra="".join("        y = y * 1.0001\n" for _ in range(extra_passes)))
+    return block_source("user_gate", extra_passes)
 
 
 @pytest.fixture(scope="module")
