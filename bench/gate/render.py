@@ -109,7 +109,9 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
     between = result.between_runs
     source = {
         "runs": "estimated from each side's runs",
-        "suite": "estimated from the spread of the suite's cases: one run per side",
+        "suite": "estimated from the spread of the suite's cases: one run per side; each of "
+        f"{between.variants} variants and references weighs the same, so a variant that moved "
+        "as a whole cannot widen it",
         "none": f"not estimated: {between.cases} case(s), too few to tell",
     }[between.source]
     lines = [
@@ -129,12 +131,6 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
         f"Between processes: a run's mean varies by {between.relative_sd:.1%} (one standard "
         f"deviation, {source}); every interval includes it.",
     ]
-    if between.source == "suite":
-        lines[-1] = lines[-1].replace(
-            "one run per side)",
-            f"one run per side; each of {between.variants} variants and references weighs "
-            "the same, so a variant that moved as a whole cannot widen it)",
-        )
     if tested and min(min(c.runs_base, c.runs_new) for c in tested) < 2:
         lines[-1] += (
             " One run on a side is weaker evidence than two: how much processes differ is "

@@ -12,6 +12,7 @@ their rounds when it died are timed again from the start).
 from __future__ import annotations
 
 import sys
+import sysconfig
 import time
 import traceback
 from collections import Counter
@@ -276,13 +277,25 @@ def _record_failure(row: dict[str, Any], error: Exception) -> None:
         row.update(status="oom", error=_one_line(error))
     else:
         row.update(status="error", error=f"{type(error).__name__}: {_one_line(error)}")
-        row["error"] += "".join(f" | {frame}" for frame in code_frames(error))
+        row["error"] += "".join(FRAME_SEPARATOR + frame for frame in code_frames(error))
 
 
 # where the harness and the libraries under it live: their frames say nothing a user can act on
 _NOT_CODE_UNDER_TEST = tuple(
     str(Path(module.__file__).resolve().parent) for module in (torch, sys.modules["bench"])
 )
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+FRAME_SEPARATOR = " | "  # between an error column's message and the frames after it
+
+
+def _is_code_under_test(filename: str) -> bool:
+    """Not the harness, not torch, not the standard library (a package installed beside the
+    standard library, in its site-packages, is someone's code and counts)."""
+    path = str(Path(filename).resolve())
+    if path.startswith(_NOT_CODE_UNDER_TEST):
+        return False
+    installed = "site-packages" in path or "dist-packages" in path
+    return installed or not path.startswith(_STDLIB)
 
 
 def code_frames(error: BaseException, keep: int = 3) -> list[str]:
@@ -290,12 +303,7 @@ def code_frames(error: BaseException, keep: int = 3) -> list[str]:
     harness, torch and the standard library (a block's own file and line), then the innermost
     frame of all when that lies elsewhere (inside torch, say)."""
     frames = traceback.extract_tb(error.__traceback__)
-    stdlib = str(Path(traceback.__file__).resolve().parent)
-    own = [
-        f for f in frames
-        if not str(Path(f.filename).resolve()).startswith((*_NOT_CODE_UNDER_TEST, stdlib))
-    ]  # fmt: skip
-    chosen = own[-keep:]
+    chosen = [f for f in frames if _is_code_under_test(f.filename)][-keep:]
     if frames and (not chosen or chosen[-1] is not frames[-1]):
         chosen.append(frames[-1])
     return [f"{f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}" for f in chosen]
@@ -303,7 +311,7 @@ def code_frames(error: BaseException, keep: int = 3) -> list[str]:
 
 def first_line(text: str) -> str:
     """An error column's message, without the frames after it."""
-    return str(text).split(" | ")[0]
+    return str(text).split(FRAME_SEPARATOR)[0]
 
 
 def _release(case: Case) -> None:
