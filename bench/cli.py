@@ -51,6 +51,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
         help="each case's time cap over all its rounds (timing.max_time_s)",
     )
     sweep.add_argument(
+        "--instrument",
+        choices=("wall", "simulated"),
+        help="wall: time on the clock; simulated: count instructions and simulated cache "
+        "misses under valgrind, one run per side enough for the gate (timing.instrument)",
+    )
+    sweep.add_argument(
         "--no-references",
         dest="references",
         action="store_const",
@@ -163,7 +169,7 @@ def _executor_block(args: argparse.Namespace) -> dict | None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
-    timing = {"rounds": args.rounds, "max_time_s": args.max_time_s}
+    timing = {"rounds": args.rounds, "max_time_s": args.max_time_s, "instrument": args.instrument}
     timing = {k: v for k, v in timing.items() if v is not None}
     if timing:
         overrides["timing"] = timing
@@ -185,6 +191,7 @@ SWEEP_FLAGS = (
     "shard",
     "rounds",
     "max_time_s",
+    "instrument",
     *OVERRIDES,
     *EXECUTOR_FLAGS,
 )
@@ -212,6 +219,7 @@ def command_run(args: argparse.Namespace, default_preset: str | None = None) -> 
 
 def execute_run(args: argparse.Namespace, default_preset: str | None = None) -> RunOutcome:
     """`bench run`: a new sweep, a shard, a sharded sweep, or a resume (see `--help`)."""
+    from .measurement.simulated import SimulatedInstrumentError, require_valgrind
     from .sweep.resume import ResumeError
 
     try:
@@ -237,10 +245,14 @@ def execute_run(args: argparse.Namespace, default_preset: str | None = None) -> 
                 print(case.label)
             print(f"{len(cases)} cases")
             return RunOutcome(0)
+        if spec.timing.instrument == "simulated":
+            require_valgrind()  # before a run directory exists
         prefix = f"shard {shard.label}: " if shard is not None else ""
         print(f"{prefix}{len(cases)} cases ({spec.preset or 'custom'} sweep)", flush=True)
         summary = execute(start_run(spec, args.out, shard=shard, cases=cases), quiet=args.quiet)
-    except (SpecError, ResumeError, FileNotFoundError, FileExistsError) as error:
+    except (
+        SpecError, ResumeError, SimulatedInstrumentError, FileNotFoundError, FileExistsError
+    ) as error:  # fmt: skip
         print(f"error: {error}", file=sys.stderr)
         return RunOutcome(2)
     return _finished(summary)
@@ -361,10 +373,11 @@ def command_compare(args: argparse.Namespace) -> int:
         result = compare(
             args.base,
             args.new,
-            threshold=parse_threshold(args.threshold),
+            threshold=None if args.threshold is None else parse_threshold(args.threshold),
             alpha=args.alpha,
             reference=None if args.absolute else args.reference,
             strict=args.strict,
+            metric=args.metric,
         )
     except CompareInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -431,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare raw times instead of times over the reference beside them",
     )
     cmp.add_argument("--reference", default="copy", help="the reference to divide by (copy)")
+    cmp.add_argument(
+        "--metric",
+        default="estimated_cycles",
+        help="simulated sides: the count to decide on (estimated_cycles, instructions, "
+        "l1_misses, ll_misses; default estimated_cycles)",
+    )
     cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")
     cmp.add_argument("--json", metavar="FILE", help="also write the verdict as JSON here")
     cmp.set_defaults(handler=command_compare)
@@ -465,9 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--runs",
         type=int,
-        default=2,
-        help="sweeps per revision, in turns (default 2: one process's rounds do not see how "
-        "much processes differ; --rounds N is passed on to bench run)",
+        help="sweeps per revision, in turns (default 2 on wall time: one process's rounds do "
+        "not see how much processes differ; 1 on --instrument simulated, both sides at once; "
+        "--rounds N and --instrument are passed on to bench run)",
     )
     ab.add_argument("--out", metavar="DIR", help="where the runs go (default: ./results/ab-<time>)")
     _add_gate_arguments(ab)
@@ -477,7 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threshold", default="10%", help="slowdown that counts (default 10%%)")
+    parser.add_argument(
+        "--threshold",
+        help="slowdown that counts (default 10%% on wall time, 2%% on simulated counts)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,

@@ -7,6 +7,7 @@ times the work (extra elementwise passes over its output: work, not a sleep)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,28 @@ def test_ab_on_a_users_repository_finds_the_slower_commit_and_passes_identical_c
     same = bench("ab", "--base", c1, "--new", c2, *SWEEP, "--out", tmp_path / "same", cwd=repo)
     assert same.returncode in (0, 3), same.stdout + same.stderr  # never a regression
     assert "### Regressions" not in (tmp_path / "same" / "compare.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None and not os.environ.get("BENCH_REQUIRE_VALGRIND"),
+    reason="valgrind is not installed (.ci/run installs it)",
+)
+def test_ab_simulated_runs_one_sweep_a_side_and_finds_the_slower_commit(user_repo, tmp_path):
+    repo, (*_, c2, c3) = user_repo
+    counted = ["--instrument", "simulated", "--plugin", "my_blocks.py", "--variants",
+               "user_gate,se", "--channels", "64", "--resolutions", "14", "--batch-sizes", "2",
+               "--modes", "infer"]  # fmt: skip
+    done = bench("ab", "--base", c2, "--new", c3, *counted, "--out", tmp_path / "ab", cwd=repo)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # one run a side (the two at once): counts need no second run
+    assert sorted(p.name for p in (tmp_path / "ab").glob("*/run-*")) == ["run-1", "run-1"]
+    report = (tmp_path / "ab" / "compare.md").read_text()
+    assert "counted under valgrind, one run per side" in report
+    regressions = report.split("### Regressions")[1].split("###")[0]
+    assert "user_gate b2" in regressions and "se b2" not in regressions
+    env = json.loads((tmp_path / "ab" / "new" / "run-1" / "env.json").read_text())
+    assert env["code_under_test"][0]["commit"] == c3
 
 
 def test_ab_refuses_before_any_sweep(user_repo, tmp_path):

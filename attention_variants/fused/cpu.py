@@ -8,6 +8,7 @@ forward or backward), and the pieces they are made of.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "channel_gate_cpu.cpp"
 _loaded = False  # a plain flag, not a cache: torch.compile reads it as a constant once loaded
+# the instruction set the kernels are compiled for: this CPU's, unless a tool that cannot run
+# all of it (valgrind: no AVX-512) names another, e.g. x86-64-v3
+ARCH_VARIABLE = "ATTENTION_VARIANTS_CPU_ARCH"
+
+
+def target_arch() -> str:
+    return os.environ.get(ARCH_VARIABLE) or "native"
 
 
 def extension():
@@ -25,10 +33,13 @@ def extension():
 
 
 def build_name() -> str:
-    """The build's name, with the source's hash in it: two checkouts of different sources (as
-    `bench ab` sweeps in turns) keep a build each instead of rebuilding at every switch."""
+    """The build's name, with the source's hash (and a target other than this CPU) in it: two
+    checkouts of different sources (as `bench ab` sweeps in turns) keep a build each instead of
+    rebuilding at every switch."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    return f"attention_variants_channel_gate_cpu_{digest}"
+    arch = target_arch()
+    suffix = "" if arch == "native" else "_" + arch.replace("-", "_")
+    return f"attention_variants_channel_gate_cpu_{digest}{suffix}"
 
 
 def _build_source(name: str) -> Path:
@@ -52,7 +63,7 @@ def _load() -> None:
         cpp_extension.load(
             name=name,
             sources=[str(_build_source(name))],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_cflags=["-O3", f"-march={target_arch()}", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=False,

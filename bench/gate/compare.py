@@ -93,6 +93,8 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from ..report.statistics import geometric_mean_interval
+from . import counted
+from .counted import CountedBasis
 from .model import (
     MIN_ROUNDS,
     MIN_SUITE_CASES,
@@ -111,6 +113,7 @@ from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
 __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]
 
+WALL_THRESHOLD = 0.10  # wall time's default; counts have their own (`bench.gate.counted`)
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 # verdicts drawn from data that holds: the cases the suite's figures cover
 TESTED = ("regression", "improvement", "unchanged", "undetermined")
@@ -205,6 +208,7 @@ class Comparison:
     between_runs: BetweenRuns = field(default_factory=BetweenRuns)
     # one run per side, and too few cases left untouched to say how processes differ
     spread_unknown: bool = False
+    counted: CountedBasis | None = None  # simulated sides: decided on counts, not times
 
     def with_verdict(self, verdict: str) -> list[CaseComparison]:
         return [c for c in self.cases if c.verdict == verdict]
@@ -282,19 +286,21 @@ def compare(
     base_path: str | Path,
     new_path: str | Path,
     *,
-    threshold: float = 0.10,
+    threshold: float | None = None,
     alpha: float = 0.05,
     reference: str | None = "copy",
     strict: bool = False,
+    metric: str = "estimated_cycles",
 ) -> Comparison:
-    """Compare two sides case by case (see the module docstring)."""
-    if not threshold > 0 or not 0 < alpha < 1:
+    """Compare two sides case by case (see the module docstring); simulated sides on their
+    counts (`bench.gate.counted`). `threshold` defaults to the instrument's."""
+    if (threshold is not None and not threshold > 0) or not 0 < alpha < 1:
         raise CompareInputError(
             f"threshold={threshold} and alpha={alpha}: allowed: threshold > 0, 0 < alpha < 1"
         )
     return compare_sides(
         load_side(base_path), load_side(new_path), threshold=threshold, alpha=alpha,
-        reference=reference, strict=strict,
+        reference=reference, strict=strict, metric=metric,
     )  # fmt: skip
 
 
@@ -302,19 +308,26 @@ def compare_sides(
     base: Side,
     new: Side,
     *,
-    threshold: float = 0.10,
+    threshold: float | None = None,
     alpha: float = 0.05,
     reference: str | None = "copy",
     strict: bool = False,
+    metric: str = "estimated_cycles",
 ) -> Comparison:
     """`compare` on sides already loaded."""
     base_keys, new_keys = base.keys, new.keys
     common = [k for k in base_keys if k in set(new_keys)]
     if not common:
         raise CompareInputError(f"{base.source} and {new.source} have no case in common")
-    result = Comparison(base, new, threshold, alpha, reference, strict)
+    simulated = counted.check_instruments(base, new) == "simulated"
+    if threshold is None:
+        threshold = counted.DEFAULT_THRESHOLD if simulated else WALL_THRESHOLD
+    result = Comparison(base, new, threshold, alpha, None if simulated else reference, strict)
     result.only_base = [base.case(k)["label"] for k in base_keys if k not in set(new_keys)]
     result.only_new = [new.case(k)["label"] for k in new_keys if k not in set(base_keys)]
+    if simulated:
+        _compare_counts(result, common, counted.check_metric(metric))
+        return result
     drifts = []
     fits: dict[str, CaseFit] = {}
     rounds: dict[str, tuple[Rounds, Rounds]] = {}  # BASE's and NEW's, per fitted case
@@ -371,6 +384,39 @@ def compare_sides(
     if drifts:
         result.drift = float(np.median(drifts))
     return result
+
+
+def _compare_counts(result: Comparison, keys: list[str], metric: str) -> None:
+    """Simulated sides: each case's count NEW / BASE against its noise (`bench.gate.counted`)."""
+    base, new = result.base, result.new
+    between, references = counted.between_processes(base, new, keys, metric)
+    result.counted = CountedBasis(metric, between, references)
+    for key in keys:
+        row_base, row_new = base.case(key), new.case(key)
+        _exact_changes(result, row_base, row_new)
+        if row_base.get("role") == "reference":
+            continue  # they measure the process, not the code
+        ratio = counted.count_ratio(row_base, row_new, metric)
+        noise = counted.case_noise(row_base, row_new, between)
+        case = CaseComparison(
+            key, row_base["label"], "undetermined",
+            ratio=ratio, ci_low=ratio / (1 + noise), ci_high=ratio * (1 + noise),
+            raw_ratio=ratio, base_median=float(row_base.get(metric)),
+            new_median=float(row_new.get(metric)),
+            fields={f: plain_value(row_base.get(f)) for f in ("variant_label", *GROUP_KEYS)},
+            rounds_base=1, rounds_new=1, runs_base=1, runs_new=1,
+        )  # fmt: skip
+        if not np.isfinite(ratio):
+            case.verdict, case.reason = "insufficient", f"no {metric} on a side"
+        elif not np.isfinite(between):
+            case.reason = (
+                "no conv3x3 or copy reference on both sides to show how counts differ between "
+                "processes: sweep with references"
+            )
+            result.spread_unknown = True
+        else:
+            case.verdict = counted.verdict(ratio, case.ci_low, case.ci_high, result.threshold)
+        result.cases.append(case)
 
 
 def _hold_all(cases: list[CaseComparison], between: BetweenRuns) -> None:

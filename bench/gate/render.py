@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import MIN_ROUNDS, VERDICTS, CaseComparison, Comparison, plain_value
+from .counted import CountedBasis
 
 
 def to_json(result: Comparison) -> dict[str, Any]:
@@ -32,6 +33,9 @@ def to_json(result: Comparison) -> dict[str, Any]:
         "verdicts": {v: len(result.with_verdict(v)) for v in VERDICTS},
         "between_runs": {**asdict(result.between_runs), "df": _number(result.between_runs.df),
                          "relative_sd": result.between_runs.relative_sd},
+        "counted": None if result.counted is None else {
+            **asdict(result.counted),
+            "between_processes": _number(result.counted.between_processes)},
         "geometric_mean": {"ratio": _number(mean), "ci_low": _number(low),
                            "ci_high": _number(high), "cases": covered},
         "cases": cases,
@@ -50,10 +54,14 @@ def _number(value: Any) -> Any:
 
 
 def _case_table(
-    cases: list[CaseComparison], reference: str | None, *, detectable: bool = False
+    cases: list[CaseComparison], result: Comparison, *, detectable: bool = False
 ) -> str:
     """One row per case; each column says what it holds: the raw medians and their ratio,
-    and the ratio the gate tests (over the reference, where one is divided out)."""
+    and the ratio the gate tests (over the reference, where one is divided out); or, for
+    simulated sides, the counts and their ratio with its interval."""
+    if result.counted is not None:
+        return _counted_table(cases, result.counted.metric)
+    reference = result.reference
     tested = "new / base" if reference is None else f"new / base over its {reference}"
     rows = [{
         "case": c.label,
@@ -66,6 +74,17 @@ def _case_table(
         "rounds": f"{c.rounds_base} / {c.rounds_new}",
         **({"smallest slowdown it could find": _format_change(c.detectable_ratio)}
            if detectable else {}),
+        **({"why": c.reason or "-"} if any(x.reason for x in cases) else {}),
+    } for c in cases]  # fmt: skip
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _counted_table(cases: list[CaseComparison], metric: str) -> str:
+    rows = [{
+        "case": c.label,
+        f"base {metric}": f"{c.base_median:,.0f}",
+        f"new {metric}": f"{c.new_median:,.0f}",
+        "new / base [+-noise]": f"{c.ratio:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}]",
         **({"why": c.reason or "-"} if any(x.reason for x in cases) else {}),
     } for c in cases]  # fmt: skip
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
@@ -87,10 +106,25 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
     """The PR-comment report (`compare --output FILE`, and what `bench compare` prints);
     `preface` lines (which revisions were compared, say) come right under its title."""
     tested = result.tested
+    counted = result.counted
     how = (
-        f"each case's rounds adjusted by the `{result.reference}` reference measured beside them"
+        f"each case's `{counted.metric}` counted under valgrind, one run per side"
+        if counted is not None
+        else f"each case's rounds adjusted by the `{result.reference}` reference measured "
+        "beside them"
         if result.reference
         else "raw times"
+    )
+    interval, more_data = (
+        ("interval of +-noise", "the noise is wider than the change")
+        if counted is not None
+        else ("95% interval", "more rounds or runs would tell")
+    )
+    rule = (
+        f"a regression has {result.threshold:.0%} more than BASE and its whole interval above 1"
+        if counted is not None
+        else f"a regression is slower by more than {result.threshold:.0%}, with a p-value "
+        f"below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg"
     )
     low, high = 1 / (1 + result.threshold), 1 + result.threshold
     cannot_tell = result.cannot_tell
@@ -119,25 +153,26 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
         "",
         *(line for entry in preface for line in (entry, "")),
         f"`{result.base.source}` -> `{result.new.source}`: {verdict} among {len(tested)} tested "
-        f"cases ({how}; a regression is slower by more than {result.threshold:.0%}, with a "
-        f"p-value below {result.alpha:g} once adjusted over the suite by Benjamini-Hochberg).",
+        f"cases ({how}; {rule}).",
         "",
         f"**{len(result.with_verdict('unchanged'))} of {len(tested)} cases shown unchanged** "
-        f"(95% interval inside [{low:.3f}, {high:.3f}]); "
+        f"({interval} inside [{low:.3f}, {high:.3f}]); "
         f"{len(result.undetermined)} undetermined (the interval reaches past a bound: "
-        f"more rounds or runs would tell); {len(result.regressions)} regression(s), "
+        f"{more_data}); {len(result.regressions)} regression(s), "
         f"{len(result.improvements)} improvement(s).",
         "",
         f"Between processes: a run's mean varies by {between.relative_sd:.1%} (one standard "
         f"deviation, {source}); every interval includes it.",
     ]
-    if tested and min(min(c.runs_base, c.runs_new) for c in tested) < 2:
+    if counted is not None:
+        lines[-1] = _counted_noise_line(counted)
+    elif tested and min(min(c.runs_base, c.runs_new) for c in tested) < 2:
         lines[-1] += (
             " One run on a side is weaker evidence than two: how much processes differ is "
             "then read from the suite, not measured (`bench ab --runs 2` runs two per side)."
         )
     held = [c for c in result.undetermined if c.reason]
-    if held:
+    if held and counted is None:
         lines[-1] += (
             f" {len(held)} case(s) past the threshold against their copy stay undetermined: "
             "their time over the machine's drift did not move significantly, so the copy may "
@@ -167,14 +202,18 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
             if result.spread_unknown
             else f"each estimate lies past {high:.3f} but its interval reaches back inside"
         )
+        more = (
+            "Sweeping with the references (conv3x3, copy) would tell."
+            if counted is not None
+            else "More rounds (`--rounds`) or runs per side (`bench ab --runs 2`) would tell."
+        )
         lines += [
             "",
             "### Cannot tell: cases that may have regressed",
             "",
-            f"The data can neither show these slower nor rule it out ({why}). More rounds "
-            "(`--rounds`) or runs per side (`bench ab --runs 2`) would tell.",
+            f"The data can neither show these slower nor rule it out ({why}). {more}",
             "",
-            _case_table(cannot_tell, result.reference, detectable=True),
+            _case_table(cannot_tell, result, detectable=True),
         ]
     if np.isfinite(result.drift):
         lines += [
@@ -188,7 +227,7 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
         ("Improvements", result.improvements),
     ):
         if cases:
-            lines += ["", f"### {title}", "", _case_table(cases, result.reference)]
+            lines += ["", f"### {title}", "", _case_table(cases, result)]
     if result.inconclusive:
         lines += [
             "",
@@ -227,9 +266,18 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
     for title, cases, detectable in folded:
         if cases:
             lines += ["", f"<details><summary>{title}: {len(cases)}</summary>", "",
-                      _case_table(cases, result.reference, detectable=detectable), "",
+                      _case_table(cases, result, detectable=detectable), "",
                       "</details>"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _counted_noise_line(counted: CountedBasis) -> str:
+    return (
+        f"Between processes: the conv3x3 and copy references' `{counted.metric}` moved by at "
+        f"most {counted.between_processes:.2%} ({counted.references} references, which no "
+        "change under test reaches); each case's interval is +- the larger of that and its own "
+        "counted calls' spread on either side."
+    )
 
 
 # GitHub refuses a job's step summary past 1 MiB; the cut leaves room for other steps' lines

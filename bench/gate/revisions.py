@@ -163,11 +163,15 @@ class CodeUnderTest:
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         return env
 
-    def sweep(self, tree: Path, out: Path, extra: list[str]) -> int:
-        """`bench run` of this revision, in its worktree, into `out`; the exit code."""
+    def start_sweep(self, tree: Path, out: Path, extra: list[str]) -> subprocess.Popen:
+        """`bench run` of this revision, in its worktree, into `out`, started."""
         command = [sys.executable, "-m", "bench", "run", *self.args_at(tree), *extra,
                    "--out", str(out.resolve())]  # fmt: skip
-        return subprocess.run(command, cwd=tree, env=self.environment_at(tree)).returncode
+        return subprocess.Popen(command, cwd=tree, env=self.environment_at(tree))
+
+    def sweep(self, tree: Path, out: Path, extra: list[str]) -> int:
+        """`bench run` of this revision into `out`, to its end; the exit code."""
+        return self.start_sweep(tree, out, extra).wait()
 
 
 def code_under_test(repo: str | Path | None, sweep_args: list[str]) -> CodeUnderTest:

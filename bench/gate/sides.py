@@ -33,6 +33,7 @@ class Run:
     paired_references: dict[str, np.ndarray] = field(default_factory=dict)  # sample by sample
     rounds: dict[str, list[int]] = field(default_factory=dict)  # the round of each sample
     provenance: list[str] = field(default_factory=list)  # what the run measured, a line each
+    instrument: str = "wall"  # or "simulated": counts in the rows, no samples
     _reference_keys: dict[str, dict[tuple, str]] = field(default_factory=dict, repr=False)
 
     def sample_rounds(self, key: str) -> np.ndarray:
@@ -87,11 +88,18 @@ def _group(row: pd.Series) -> tuple:
     return tuple(str(row.get(k, "")) for k in GROUP_KEYS)
 
 
+# a simulated run writes no samples
+_NO_SAMPLES = pd.DataFrame(columns=["case_id", "seconds_per_call", "round"])
+
+
 def _run_from_directory(path: Path) -> Run:
     try:
         run_dir = RunDirectory(path)
-        results, samples = run_dir.results(), run_dir.samples()
+        results = run_dir.results()
+        samples = run_dir.samples() if run_dir.has_samples() else _NO_SAMPLES
         provenance = provenance_lines(run_dir.env()) if run_dir.has_env else []
+        spec = run_dir.spec() if run_dir.has_spec else {}
+        instrument = (spec.get("timing") or {}).get("instrument", "wall")
     except (RunDirectoryError, pd.errors.ParserError, OSError) as error:
         raise CompareInputError(str(error)) from error
     ok = results[results["status"] == "ok"].copy()
@@ -116,6 +124,7 @@ def _run_from_directory(path: Path) -> Run:
         paired,
         rounds,
         provenance,
+        instrument,
     )
 
 

@@ -3,6 +3,8 @@
     python -m bench.gate.validate run DIR [--runs 23]      # the runs (4 to 5 min each)
     python -m bench.gate.validate score DIR [--per-side 2] [--rounds N]  # compares, table
     python -m bench.gate.validate contention DIR            # sweeps beside a busy core
+    python -m bench.gate.validate run DIR --runs 11 --instrument simulated --jobs 2
+    python -m bench.gate.validate score DIR --per-side 1    # the simulated gate (counts)
 
 `run` sweeps the gate preset `--runs` times, each run a fresh process as `bench ab` runs it,
 one after the other, with the slowed copies of `bench.gate.slowed` beside the real variants
@@ -19,6 +21,12 @@ i+2, NEW runs i+1 and i+3 (two sweeps per side, in turns), for every i; twice:
 Rates are per case (how often each gated case is flagged), not per compare. Runs are shared
 between compares (23 runs give 20 compares, and neighbouring compares share runs), and nothing
 else may run on the machine meanwhile.
+
+With ``--instrument simulated`` the runs sweep the `gate-simulated` preset under valgrind,
+with the copies of `bench.gate.slowed_by_work` (extra work, whose added cycles each case
+measures beside its original in the same run), and `score` decides on the counts
+(`bench.gate.counted`): a compare at `--per-side 1` is what `bench ab --instrument simulated`
+does.
 
 `contention` sweeps beside a process spinning on one CPU (`while True: pass`, as a busy
 neighbour would): a small sweep of short cases (eca and se, 64 channels, 14x14 and 28x28,
@@ -41,36 +49,61 @@ import numpy as np
 import pandas as pd
 
 from ..sweep.cases import CASE_FIELDS
+from ..sweep.presets import PRESETS
 from ..sweep.rundir import RunDirectory
 from .compare import TESTED, compare_sides
 from .known_regression import FRACTION, SLOWED, SUFFIX
 from .sides import Run, Side, load_side
 
-THRESHOLD = 0.10
 ALPHA = 0.05
+MEASURED_SLOWDOWN = 0.05  # counts: the slowdown the simulated gate must find (95% of cases)
 PER_SIDE = 2  # runs per side: `bench ab`'s default
 
 
-def sweep_command(out: Path) -> list[str]:
-    """One validation run: the gate preset, with the slowed copies."""
+# per instrument: the preset `bench ab` sweeps, and the plugin that registers slowed copies
+SWEPT = {
+    "wall": ("gate", "bench.gate.slowed"),
+    "simulated": ("gate-simulated", "bench.gate.slowed_by_work"),
+}
+
+
+def sweep_command(out: Path, instrument: str = "wall") -> list[str]:
+    """One validation run: the instrument's gate preset, with the slowed copies (which "all"
+    takes in by itself; a preset that lists its variants gets them named)."""
+    preset, plugin = SWEPT[instrument]
+    variants = PRESETS[preset]["variants"]
+    named = [] if "all" in variants else [
+        "--variants", ",".join([*variants, *(name + SUFFIX for name in SLOWED)])
+    ]  # fmt: skip
     return [
-        sys.executable, "-m", "bench", "run", "--preset", "gate", "--plugin",
-        "bench.gate.slowed", "--quiet", "--out", str(out),
+        sys.executable, "-m", "bench", "run", "--preset", preset, "--plugin", plugin,
+        *named, "--quiet", "--out", str(out),
     ]  # fmt: skip
 
 
-def run_all(directory: Path, runs: int) -> None:
-    """`runs` sweeps into DIRECTORY/run-01, ...; complete ones are kept (the command resumes)."""
+def run_all(directory: Path, runs: int, instrument: str = "wall", jobs: int = 1) -> None:
+    """`runs` sweeps into DIRECTORY/run-01, ...; complete ones are kept (the command resumes).
+    `jobs` sweeps at once: counts only (`simulated`), which no neighbour moves."""
+    if jobs > 1 and instrument != "simulated":
+        raise SystemExit(f"--jobs {jobs}: wall time is timed alone; allowed: 1")
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    todo = []
     for index in range(1, runs + 1):
         out = directory / f"run-{index:02d}"
         if RunDirectory(out).status == "complete":
             continue
         if out.exists():
             shutil.rmtree(out)  # an unfinished run: swept again from the start
-        began = time.perf_counter()
-        code = subprocess.run(sweep_command(out)).returncode
+        todo.append((index, out))
+    running: list[tuple[int, float, subprocess.Popen]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            index, out = todo.pop(0)
+            process = subprocess.Popen(sweep_command(out, instrument))
+            running.append((index, time.perf_counter(), process))
+        index, began, process = running.pop(0)
+        code = process.wait()
         print(
             f"run {index}/{runs}: exit {code} in {time.perf_counter() - began:.0f} s "
             f"({(time.perf_counter() - started) / 60:.1f} min so far)",
@@ -130,15 +163,18 @@ def _slowed_name(label: str) -> str | None:
     return base if base in SLOWED else None
 
 
-def _view(run: Run, *, slowed: bool) -> tuple[Run, set[str]]:
+def _view(run: Run, *, slowed: bool) -> tuple[Run, dict[str, float]]:
     """The run as the real gate preset (no slowed copies), or with each slowed copy standing
-    in for its original (under the original's case id); and the ids of the cases replaced."""
+    in for its original (under the original's case id); and the ids of the cases replaced,
+    each with how much more its copy costs in the same run (estimated cycles, copy / original;
+    NaN on wall time, where the slowdown is set, not measured)."""
     cases = run.cases
     labels = cases["variant_label"].astype(str)
     copies = cases[labels.map(lambda v: _slowed_name(v) is not None)]
     kept = cases[labels.map(lambda v: _slowed_name(v) is None)]
     samples, paired, rounds = dict(run.samples), dict(run.paired_references), dict(run.rounds)
     renamed: dict[str, pd.Series] = {}
+    added: dict[str, float] = {}
     if slowed:
         fields = [f for f in CASE_FIELDS if f != "variant_label"]
         originals = {
@@ -154,13 +190,23 @@ def _view(run: Run, *, slowed: bool) -> tuple[Run, set[str]]:
             for table in (samples, paired, rounds):
                 if key in table:
                     table[original] = table[key]
+            added[original] = _added(row, kept.loc[original])
             renamed[original] = row.copy()
             renamed[original]["variant_label"] = kept.loc[original, "variant_label"]
             renamed[original]["label"] = kept.loc[original, "label"]
         kept = kept.copy()
         for original, row in renamed.items():
             kept.loc[original] = row
-    return Run(kept, samples, run.source, paired, rounds), set(renamed)
+    view = Run(kept, samples, run.source, paired, rounds, run.provenance, run.instrument)
+    return view, added
+
+
+def _added(copy: pd.Series, original: pd.Series) -> float:
+    """A slowed copy's estimated cycles over its original's, in one run (NaN on wall time)."""
+    before, after = original.get("estimated_cycles"), copy.get("estimated_cycles")
+    if before is None or after is None or pd.isna(before) or pd.isna(after) or not before:
+        return float("nan")
+    return float(after) / float(before)
 
 
 def first_rounds(run: Run, rounds: int) -> Run:
@@ -174,7 +220,7 @@ def first_rounds(run: Run, rounds: int) -> Run:
         samples[key], numbers[key] = values[keep], of_sample[keep].tolist()
         if key in run.paired_references:
             paired[key] = np.asarray(run.paired_references[key])[: values.size][keep]
-    return Run(run.cases, samples, run.source, paired, numbers)
+    return Run(run.cases, samples, run.source, paired, numbers, run.provenance, run.instrument)
 
 
 @dataclass
@@ -186,14 +232,17 @@ class Outcome:
     slowed: bool  # the case's NEW side was slowed
     verdict: str
     ratio: float
-    between_sd: float  # the between-run spread the compare assumed (a run's mean, one sd)
+    # the between-run spread the compare assumed (a run's mean, one sd); on counts, the
+    # references' largest move between processes
+    between_sd: float
     compare_verdict: str = ""  # the whole compare's: regression, cannot tell, no regression...
+    added: float = float("nan")  # simulated: the slowed copy's cycles over the original's
 
 
 def score(
     directory: Path,
     per_side: int = PER_SIDE,
-    threshold: float = THRESHOLD,
+    threshold: float | None = None,
     alpha: float = ALPHA,
     rounds: int | None = None,
 ) -> pd.DataFrame:
@@ -213,16 +262,36 @@ def score(
         base_side = Side([_view(run, slowed=False)[0] for run in base_runs], "BASE")
         for kind, slowed in (("same code", False), ("slowed", True)):
             views = [_view(run, slowed=slowed) for run in new_runs]
-            replaced = set.intersection(*(keys for _, keys in views))
+            replaced = set.intersection(*(set(added) for _, added in views))
             new_side = Side([view for view, _ in views], "NEW")
             result = compare_sides(base_side, new_side, threshold=threshold, alpha=alpha)
+            spread = (
+                result.between_runs.relative_sd
+                if result.counted is None
+                else result.counted.between_processes
+            )
             for case in result.cases:
+                added = [view_added.get(case.key, np.nan) for _, view_added in views]
                 outcomes.append(Outcome(index, kind, case.key, case.label, case.key in replaced,
-                                        case.verdict, case.ratio,
-                                        result.between_runs.relative_sd,
-                                        result.verdict))  # fmt: skip
+                                        case.verdict, case.ratio, spread,
+                                        result.verdict, float(np.mean(added))))  # fmt: skip
         print(f"compare {index}/{compares} scored", flush=True)
     return pd.DataFrame([o.__dict__ for o in outcomes])
+
+
+def _slowed_rows(slowed: pd.DataFrame, rate) -> list[tuple[str, str]]:
+    """The slowed cases' detection: at the set fraction (wall time), or by the increase each
+    case's extra work measured in its own run (counts)."""
+    added = slowed["added"] if "added" in slowed else pd.Series(dtype=float)
+    if not added.notna().any():
+        return [(f"slowed {FRACTION:.0%}: slowed cases flagged regression", rate(slowed))]
+    low, median, high = np.percentile(added.dropna(), [0, 50, 100]) - 1
+    at_least = slowed[added >= 1 + MEASURED_SLOWDOWN]
+    return [
+        (f"slowed by extra work (each case +{low:.1%} to +{high:.1%}, median +{median:.1%}): "
+         "slowed cases flagged regression", rate(slowed)),
+        (f"slowed by at least {MEASURED_SLOWDOWN:.0%}: flagged regression", rate(at_least)),
+    ]  # fmt: skip
 
 
 def summary(outcomes: pd.DataFrame) -> str:
@@ -252,7 +321,7 @@ def summary(outcomes: pd.DataFrame) -> str:
         ("same code: tested cases undetermined", rate(gated, "undetermined")),
         ("same code: cases inconclusive", rate(same, "inconclusive")),
         ("same code: cases insufficient (too few rounds)", rate(same, "insufficient")),
-        (f"slowed {FRACTION:.0%}: slowed cases flagged regression", rate(slowed)),
+        *_slowed_rows(slowed, rate),
         ("slowed: cases not slowed flagged regression",
          rate(others[others["verdict"].isin(TESTED)])),
         ("slowed: compares with a case not slowed flagged", f"{compares_with(others)} / {compares}"),
@@ -285,10 +354,14 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("run", help="sweep the gate preset --runs times into DIR")
     run.add_argument("directory", type=Path)
     run.add_argument("--runs", type=int, default=23)
+    run.add_argument("--instrument", choices=tuple(SWEPT), default="wall")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="sweeps at once (simulated only: no neighbour moves a count)")  # fmt: skip
     scored = commands.add_parser("score", help="compare each run with the next; print the table")
     scored.add_argument("directory", type=Path)
     scored.add_argument("--per-side", type=int, default=PER_SIDE, help="runs per side")
-    scored.add_argument("--threshold", type=float, default=THRESHOLD)
+    scored.add_argument("--threshold", type=float, default=None,
+                        help="default: the instrument's (10% on wall time, 2% on counts)")  # fmt: skip
     scored.add_argument("--alpha", type=float, default=ALPHA)
     scored.add_argument("--rounds", type=int, default=None,
                         help="score each case's first N rounds of each run only")  # fmt: skip
@@ -304,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         if args.runs < 2:
             parser.error(f"--runs {args.runs}: allowed: 2 or more (a compare needs two runs)")
-        run_all(args.directory, args.runs)
+        run_all(args.directory, args.runs, args.instrument, args.jobs)
         return
     if args.per_side < 1:
         parser.error(f"--per-side {args.per_side}: allowed: 1 or more")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,6 +28,12 @@ class TimingBudget(BaseModel):
     """How long each case is timed (see `bench.measurement.timing.measure`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    instrument: Literal["wall", "simulated"] = Field(
+        "wall",
+        description="wall: time each case on the clock; simulated: count one call's "
+        "instructions and simulated cache misses under valgrind (one thread, CPU only; the "
+        "budget below then only sets the warm-up)",
+    )
     warmup_s: float = Field(0.05, ge=0, description="warm-up before any sample, per round")
     min_time_s: float = Field(0.1, ge=0, description="sample at least this long (all rounds)")
     max_time_s: float = Field(1.0, gt=0, description="the case's time cap (all rounds)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..measurement.simulated import CYCLE_FORMULA
 from ..sweep.rundir import RunDirectory, RunDirectoryError, provenance_lines
 from . import comparisons, plots, tables
 
@@ -41,7 +42,20 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
     # machines merged from shards (bench merge --allow-mixed) are drawn and tabled apart
     per_machine = ["machine"] if results.get("machine", pd.Series()).nunique() > 1 else []
     per_batch = per_machine + (["batch"] if blocks["batch"].nunique() > 1 else [])
-    for name, rows in tables.groups(blocks, tables.SETTING + per_batch):
+    # a simulated run has counts, not times (timing.instrument: simulated)
+    counted = blocks["estimated_cycles"].notna() & blocks["latency_median_s"].isna()
+    for name, rows in tables.groups(blocks[counted], tables.SETTING + per_batch):
+        display, raw = tables.simulated_table(rows)
+        caption = (
+            f"Simulated counts, batch {_batches(rows)}, {_setting(name)}: one call counted "
+            "under valgrind (callgrind, simulated caches; the median of its counted calls), "
+            f"estimated cycles = {CYCLE_FORMULA}, ± the counted calls' spread (interquartile "
+            "range over median); LL traffic is the last level's "
+            "misses x 64 B, beside the bytes the dispatcher counter predicts."
+        )
+        written += tables.write_table(display, raw, table_dir, f"simulated_{name}", caption)
+        sections += _section(f"Simulated counts, {_setting(name)}", name, "simulated")
+    for name, rows in tables.groups(blocks[~counted], tables.SETTING + per_batch):
         display, raw, unit = tables.latency_table(rows)
         caption = (
             f"Latency, median [IQR] in {unit}, batch {_batches(rows)}, {_setting(name)}; "

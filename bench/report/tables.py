@@ -240,6 +240,42 @@ def cost_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return display.reset_index(drop=True), raw.reset_index(drop=True)
 
 
+def simulated_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A simulated run's counts per variant and shape (`timing.instrument: simulated`): the
+    median counted call's instructions, cache misses and estimated cycles with their spread,
+    the cycles over the copy's beside it, and the simulated last level's traffic beside the
+    bytes the counter predicts."""
+    keys = ["batch", "channels", "height", "width"]
+    columns = ["instructions", "l1_misses", "ll_misses", "estimated_cycles", "cycles_spread",
+               "ll_bytes", "bytes_moved"]  # fmt: skip
+    raw = rows[[*keys, "variant_label", *columns]].copy()
+    copies = rows[rows["variant_label"] == "copy"].set_index(keys)["estimated_cycles"]
+    raw["cycles_over_copy"] = [
+        row["estimated_cycles"] / copies.get(tuple(row[k] for k in keys), np.nan)
+        for _, row in raw.iterrows()
+    ]
+    order = _variant_order(raw["variant_label"])
+    raw = raw.assign(_order=raw["variant_label"].map(order.index))
+    raw = raw.sort_values([*keys, "_order"]).drop(columns="_order")
+    display = pd.DataFrame({
+        "B": raw["batch"],
+        "C": raw["channels"],
+        "H x W": _resolution(raw),
+        "variant": raw["variant_label"],
+        "instructions (M)": (raw["instructions"] / 1e6).map(format_exact),
+        "L1 misses (k)": (raw["l1_misses"] / 1e3).map(format_exact),
+        "LL misses (k)": (raw["ll_misses"] / 1e3).map(format_exact),
+        "est. cycles (M) ± spread": [
+            f"{c / 1e6:.4g} ± {s:.1%}" for c, s in zip(raw["estimated_cycles"],
+                                                        raw["cycles_spread"], strict=True)
+        ],
+        "cycles / copy": raw["cycles_over_copy"].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2f}"),
+        "LL traffic (MiB)": (raw["ll_bytes"] / 2**20).map(format_exact),
+        "counted moved (MiB)": (raw["bytes_moved"] / 2**20).map(format_exact),
+    })  # fmt: skip
+    return display.reset_index(drop=True), raw.reset_index(drop=True)
+
+
 def network_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ECA-Net paper's table: params, GFLOPs, training and inference images/s."""
     forward = rows[rows["mode"] == "infer"].set_index("variant_label")

@@ -55,6 +55,33 @@ PRESETS: dict[str, dict[str, Any]] = {
             "rounds": 10,
         },
     },
+    "gate-simulated": {
+        "description": "what bench ab --instrument simulated sweeps: every variant but eca_mha "
+        "at 64 and 128 channels, 14x14 and 28x28, batch 2, infer and train, each counted under "
+        "valgrind (bench ab runs both sides at once)",
+        **QUICK_GRID,
+        # under valgrind eca_mha's attention costs 40 s a call at 28x28 and minutes at 56x56, as
+        # do the 56x56 and 256-channel cases: the gate preset would take over 20 min a side
+        "variants": [
+            "cbam",
+            "coord",
+            "eca",
+            "eca_fused",
+            "gc",
+            "gct",
+            "se",
+            "se_fused",
+            "sge",
+            "shuffle",
+            "simam",
+            "triplet",
+        ],
+        "channels": [64, 128],
+        "resolutions": [14, 28],
+        "batch_sizes": [2],
+        "threads": 1,
+        "timing": {"instrument": "simulated", "warmup_s": 0.0},
+    },
     "default": {
         "description": "CPU sweep: 4 resolutions x 4 channel counts, infer and train",
         "batch_sizes": [8],

@@ -27,16 +27,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..measurement.case import CaseMeasurement
+from ..measurement.case import CaseMeasurement, PreparedCase
+from ..measurement.counting import Counts
 from ..measurement.quality import FLAGS
 from ..measurement.references import REFERENCE_NAMES
+from ..measurement.simulated import SimulatedCounts, median_call, relative_spread
 from ..measurement.timing import MIN_SAMPLES_FOR_CI, Measurement
 from .cases import Case, case_label
 from .shards import Shard
 
 __all__ = ["REFERENCE_NAMES", "RunDirectory", "RunDirectoryError", "read_results"]
 
-SCHEMA_VERSION = 2  # 2: quality, rounds and compile columns; a round per sample
+SCHEMA_VERSION = 3  # 2: quality, rounds and compile columns; a round per sample; 3: counts
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ RESULT_COLUMNS = [
     Column("unscored_ops", "str"),
     Column("seed", "int"),
     Column("wall_time_s", "float"),
+    # the simulated instrument (valgrind): the median counted call, and the counted calls'
+    # spread of estimated cycles (interquartile range over median)
+    *_columns("int", "instructions l1_misses ll_misses estimated_cycles ll_bytes"),
+    Column("cycles_spread", "float"),
 ]
 COLUMNS = [c.name for c in RESULT_COLUMNS]
 MACHINE_COLUMN = "machine"  # only in a merge of shards from different machines
@@ -187,6 +193,12 @@ def provenance_lines(env: Mapping[str, Any]) -> list[str]:
         )
         digest = (plugin.get("files_sha256") or "")[:12] or "-"
         lines.append(f"code under test: plugin {plugin['plugin']}: {where}; files sha256 {digest}")
+    instrument = env.get("instrument") or {}
+    if instrument.get("instrument") == "simulated":
+        lines.append(
+            f"instrument: simulated, {instrument.get('valgrind')} callgrind, one thread, "
+            f"CPU kernels {env.get('simulated_cpu_capability', '?')}"
+        )
     return lines
 
 
@@ -222,7 +234,7 @@ def result_row(case: Case, run_id: str, seed: int, **outcome: Any) -> dict[str, 
 
 def measured_fields(measured: CaseMeasurement, batch: int) -> dict[str, Any]:
     """The result row's measured columns, from the measurement's typed record."""
-    m, c = measured.timing, measured.counts
+    m = measured.timing
     low, high = m.ci
     with_ci = m.n >= MIN_SAMPLES_FOR_CI
     compiled = measured.compile_stats
@@ -235,10 +247,33 @@ def measured_fields(measured: CaseMeasurement, batch: int) -> dict[str, Any]:
         "other_cpu_share": None if measured.cpu_load is None else measured.cpu_load.other_share,
         "compile_graphs": None if compiled is None else compiled.graphs,
         "compile_graph_breaks": None if compiled is None else compiled.graph_breaks,
+        **_exact_fields(measured.counts, measured.peak_memory_bytes, measured.params),
+    }  # fmt: skip
+
+
+def _exact_fields(c: Counts, peak_memory_bytes: int, params: int) -> dict[str, Any]:
+    """The columns measured once per case, whatever the instrument."""
+    return {
         "flops": c.flops, "macs": c.macs, "bytes_read": c.bytes_read,
         "bytes_written": c.bytes_written, "bytes_moved": c.bytes_moved,
         "unscored_ops": " ".join(sorted(c.unscored_ops)),
-        "peak_memory_bytes": measured.peak_memory_bytes, "params": measured.params,
+        "peak_memory_bytes": peak_memory_bytes, "params": params,
+    }  # fmt: skip
+
+
+def simulated_fields(
+    counted: list[SimulatedCounts], prepared: PreparedCase, threads: int | None
+) -> dict[str, Any]:
+    """The result row's measured columns of a case counted under valgrind (no time)."""
+    median = median_call(counted)
+    return {
+        "threads": threads, "n_samples": len(counted), "rounds": 1,
+        "instructions": median.instructions, "l1_misses": median.l1_misses,
+        "ll_misses": median.ll_misses, "estimated_cycles": median.estimated_cycles,
+        "ll_bytes": median.ll_bytes,
+        "cycles_spread": relative_spread([call.estimated_cycles for call in counted]),
+        "quality": quality_text([]),
+        **_exact_fields(prepared.counts, prepared.peak_memory_bytes, prepared.params),
     }  # fmt: skip
 
 

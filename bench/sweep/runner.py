@@ -11,6 +11,7 @@ their rounds when it died are timed again from the start).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import sysconfig
 import time
@@ -40,6 +41,15 @@ from ..measurement.counting import Counts
 from ..measurement.environment import load_average, seed_everything
 from ..measurement.profiling import profile_case, trace_name
 from ..measurement.quality import FLAG_HINTS, FLAGS
+from ..measurement.simulated import (
+    RegionCounter,
+    instrument_facts,
+    on_valgrind,
+    region_counter,
+    require_valgrind,
+    valgrind_command,
+    valgrind_environment,
+)
 from ..measurement.timing import combine, mode_fn
 from .cases import Case, build_module, case_label, output_contract
 from .plan import SweepRun, start_run
@@ -50,6 +60,7 @@ from .rundir import (
     quality_warnings,
     read_results,
     result_row,
+    simulated_fields,
     utc_now,
 )
 from .schedule import CLOSED_AS, RoundScheduler
@@ -180,6 +191,10 @@ class CaseRunner:
         self.spec = run.spec
         self.run_dir = run.run_dir
         self._counts: dict[tuple, Counts] = {}
+        # a simulated sweep counts each case under valgrind instead of timing it
+        self.counter: RegionCounter | None = (
+            region_counter() if run.spec.timing.instrument == "simulated" else None
+        )
 
     def start(
         self, case: Case, settings: dict[str, Any]
@@ -199,10 +214,16 @@ class CaseRunner:
             built = time.perf_counter()
             prepared = prepare_case(
                 module, x, mode=case.mode, threads=self.spec.threads, compile=case.compile,
-                paired=self.spec.timing.paired_reference and case.role == "variant",
+                paired=self.spec.timing.paired_reference and case.role == "variant"
+                and self.counter is None,
                 counts_cache=self._counts, counts_key=case.shape_key,
                 contract=output_contract(case),
             )  # fmt: skip
+            if self.counter is not None:  # one pass: the counts do not move between rounds
+                counted = self.counter.count(mode_fn(case.mode, prepared.timed, x))
+                row.update(simulated_fields(counted, prepared, self.spec.threads))
+                row.update(status="ok", wall_time_s=time.perf_counter() - started)
+                return row, None
             pending = PendingCase(case, row, prepared, seed)
             self._time(pending, prepared.timed, x, settings)
             # what later rounds repeat: the build and the round, not the counting
@@ -495,9 +516,13 @@ def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = Fals
     started = time.perf_counter()
     todo = run.cases if todo is None else todo
     summary = RunSummary(run.run_dir.path, skipped_as_recorded=len(run.cases) - len(todo))
+    simulated = run.spec.timing.instrument == "simulated"
+    if simulated and not on_valgrind():
+        return _execute_under_valgrind(run, todo, summary, started, quiet)
     sweep = _Sweep(run, todo, summary, quiet)
     try:
-        _record_ceilings(run.spec, run.run_dir, quiet)
+        if not simulated:  # the roofline's ceilings are wall-clock rates
+            _record_ceilings(run.spec, run.run_dir, quiet)
         _prepare_variants(todo, quiet)
         sweep.first_round()
         sweep.later_rounds()
@@ -509,6 +534,53 @@ def execute(run: SweepRun, *, todo: list[Case] | None = None, quiet: bool = Fals
         sweep.bar.close()
         summary.elapsed_s = time.perf_counter() - started
         _close(run, summary)
+    return summary
+
+
+def dump_dir(run_dir: RunDirectory) -> Path:
+    """Where callgrind writes its dumps (each read and removed at once) and its log."""
+    return run_dir.path / "callgrind"
+
+
+def run_child(run_dir: RunDirectory, quiet: bool) -> int:
+    """Count the run directory's cases not yet recorded, in a process under valgrind
+    (`bench.sweep.under_valgrind`); its exit code (130 after Ctrl-C, which reaches both
+    processes: the child writes what it counted)."""
+    require_valgrind()
+    run_dir.update_env(instrument=instrument_facts())
+    dumps = dump_dir(run_dir)
+    dumps.mkdir(parents=True, exist_ok=True)
+    args = ["-m", "bench.sweep.under_valgrind", str(run_dir.path), *(["--quiet"] if quiet else [])]
+    if not quiet:
+        print("counting each case under valgrind (callgrind, one thread): no case is timed on "
+              "the clock", flush=True)  # fmt: skip
+    child = subprocess.Popen(valgrind_command(args, dumps), env=valgrind_environment(dumps))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # the child got it too: it writes its rows and stops
+        return child.wait()
+
+
+def _execute_under_valgrind(
+    run: SweepRun, todo: list[Case], summary: RunSummary, started: float, quiet: bool
+) -> RunSummary:
+    """A simulated sweep: its cases counted by a second process under valgrind, which writes
+    their rows; the summary read back from them."""
+    code = run_child(run.run_dir, quiet)
+    wanted = {case.case_id for case in todo}
+    results = read_results(run.run_dir.path) if run.run_dir.has_results else None
+    rows = [] if results is None else results[results["case_id"].isin(wanted)].to_dict("records")
+    for row in rows:
+        summary.statuses[row["status"]] += 1
+        if row["status"] in ("error", "oom"):
+            summary.failures.append((case_label(row), first_line(row["error"])))
+    summary.interrupted = code == 130
+    if code not in (0, 1, 130):  # valgrind or the process under it died
+        summary.statuses["crashed"] += 1
+        summary.failures.append(
+            ("the process under valgrind", f"exit code {code}; see {dump_dir(run.run_dir)}")
+        )
+    summary.elapsed_s = time.perf_counter() - started
     return summary
 
 

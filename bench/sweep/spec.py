@@ -320,6 +320,26 @@ class SweepSpec(BaseModel):
             raise ValueError("variants: empty; give at least one variant (or a network)")
         return self
 
+    @model_validator(mode="after")
+    def _simulated_on_one_cpu_thread(self) -> SweepSpec:
+        """valgrind counts CPU code, one thread at a time; inductor's compile under it takes
+        minutes a case."""
+        if self.timing.instrument != "simulated":
+            return self
+        problems = []
+        if any(d != "cpu" for d in self.devices):
+            problems.append(f"devices={self.devices}: GPU kernels are not counted; allowed: cpu")
+        if any(self.compile):
+            problems.append("compile=true: allowed: false (compiled cases are timed on wall)")
+        if self.threads not in (None, 1):
+            problems.append(f"threads={self.threads}: valgrind runs one thread; allowed: 1")
+        if self.executor is not None:
+            problems.append("executor: a simulated sweep runs in one process; allowed: none")
+        if problems:
+            raise ValueError("timing.instrument=simulated: " + "; ".join(problems))
+        self.threads = 1
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for spec.yaml; `spec_from_dict` reads it back to the same spec."""
         return self.model_dump(mode="json")
