@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..measurement.simulated import CYCLE_FORMULA
 from ..sweep.rundir import RunDirectory, RunDirectoryError, provenance_lines
 from . import comparisons, plots, tables
 
@@ -44,12 +43,15 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
     per_batch = per_machine + (["batch"] if blocks["batch"].nunique() > 1 else [])
     # a simulated run has counts, not times (timing.instrument: simulated)
     counted = blocks["estimated_cycles"].notna() & blocks["latency_median_s"].isna()
+    env = RunDirectory(run_dir).env() if RunDirectory(run_dir).has_env else {}
+    instrument = env.get("instrument") or {}
+    formula = instrument.get("cycle_formula", "as the run's env.json gives it")
     for name, rows in tables.groups(blocks[counted], tables.SETTING + per_batch):
         display, raw = tables.simulated_table(rows)
         caption = (
             f"Simulated counts, batch {_batches(rows)}, {_setting(name)}: one call counted "
             "under valgrind (callgrind, simulated caches; the median of its counted calls), "
-            f"estimated cycles = {CYCLE_FORMULA}, ± the counted calls' spread (interquartile "
+            f"estimated cycles = {formula}, ± the counted calls' spread (interquartile "
             "range over median); LL traffic is the last level's "
             "misses x 64 B, beside the bytes the dispatcher counter predicts."
         )
