@@ -51,8 +51,8 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         caption = (
             f"Simulated counts, batch {_batches(rows)}, {_setting(name)}: one call counted "
             "under valgrind (callgrind, simulated caches; the median of its counted calls), "
-            f"estimated cycles = {formula}, ± the counted calls' spread (interquartile "
-            "range over median); LL traffic is the last level's "
+            f"estimated cycles = {formula}, ± the counted calls' spread ((largest - smallest) "
+            "/ median); LL traffic is the last level's "
             "misses x 64 B, beside the bytes the dispatcher counter predicts."
         )
         written += tables.write_table(display, raw, table_dir, f"simulated_{name}", caption)

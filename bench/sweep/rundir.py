@@ -72,7 +72,7 @@ RESULT_COLUMNS = [
     Column("seed", "int"),
     Column("wall_time_s", "float"),
     # the simulated instrument (valgrind): the median counted call, and the counted calls'
-    # spread of estimated cycles (interquartile range over median)
+    # spread of estimated cycles ((largest - smallest) / median)
     *_columns("int", "instructions l1_misses ll_misses estimated_cycles ll_bytes"),
     Column("cycles_spread", "float"),
 ]
