@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import attention_variants as av
 from attention_variants.checks import ChannelsUnsupported
@@ -53,6 +52,7 @@ from ..measurement.simulated import (
 from ..measurement.timing import combine, mode_fn
 from .cases import Case, build_module, case_label, output_contract
 from .plan import SweepRun, start_run
+from .progress import progress
 from .resume import open_resumed, prepare_resume
 from .rundir import (
     RunDirectory,
@@ -385,10 +385,7 @@ class _Sweep:
         self.scheduler = RoundScheduler(run.spec.timing)
         self.rounds = run.spec.timing.rounds
         self.pending: dict[str, PendingCase] = {}
-        self.bar = tqdm(
-            total=len(todo) * self.rounds, disable=quiet, unit="round", dynamic_ncols=True,
-            desc="sweep",
-        )  # fmt: skip
+        self.bar = progress(len(todo) * self.rounds, "sweep", quiet)
 
     def record(self, row: dict[str, Any], measured: CaseMeasurement | None) -> None:
         if measured is not None:  # samples first: a row on disk always has its samples
@@ -401,7 +398,7 @@ class _Sweep:
             label = case_label(row)
             self.summary.failures.append((label, first))
             if not self.quiet:
-                tqdm.write(f"{row['status']}: {label}: {first}")
+                self.bar.write(f"{row['status']}: {label}: {first}")
 
     def show(self, case: Case, index: int) -> None:
         """The case about to be timed, on the bar and on disk (a process death leaves it)."""
