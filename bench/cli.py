@@ -11,7 +11,14 @@ from pathlib import Path
 import attention_variants as av
 
 from .history.commands import add_history_parser, command_history
-from .programs import add_fused_arguments, add_network_arguments, command_fused, command_network
+from .programs import (
+    add_check_arguments,
+    add_fused_arguments,
+    add_network_arguments,
+    command_check,
+    command_fused,
+    command_network,
+)
 from .sweep.plugins import load_plugin
 from .sweep.presets import PRESETS
 from .sweep.shards import Shard
@@ -458,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_fused_arguments(fused)
     fused.set_defaults(handler=command_fused)
+    check = commands.add_parser(
+        "check", help="the measurement's self-checks: timing against torch.utils.benchmark, "
+        "the memory tracker against CUDA's allocator"
+    )  # fmt: skip
+    add_check_arguments(check)
+    check.set_defaults(handler=command_check)
     network = commands.add_parser(
         "network", help="ResNet plain, with each block eager and fused, in turns (a sweep)"
     )

@@ -1,5 +1,6 @@
 """`bench fused` and `bench network`: named sweeps (presets `fused` and `network-fused`) run
-into an ordinary run directory, reported, and their comparison table printed.
+into an ordinary run directory, reported, and their comparison table printed; and `bench
+check`, the measurement wing's self-checks printed (the wing itself holds no programs).
 
 Each is a sweep like any other, measured by the one measurement path, so `bench report` and
 `bench compare` read its run directory as they read any sweep's; the tables come from
@@ -105,3 +106,52 @@ def command_fused(args: argparse.Namespace) -> int:
 
 def command_network(args: argparse.Namespace) -> int:
     return run_program("network-fused", network_overrides(args), args, "network_ratio")
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    checks = parser.add_subparsers(dest="check", required=True)
+    timing = checks.add_parser(
+        "timing", help="our medians against torch.utils.benchmark's, timed in turns (CPU)"
+    )
+    timing.add_argument("--threads", type=int, default=1)
+    timing.add_argument("--repeats", type=int, default=5, help="runs of each (default 5)")
+    timing.add_argument(
+        "--min-time", dest="min_time_s", type=float, default=1.0, metavar="SECONDS",
+        help="each run's budget (default 1 s)",
+    )  # fmt: skip
+    checks.add_parser("memory", help="the live-storage tracker against CUDA's allocator")
+
+
+def command_check(args: argparse.Namespace) -> int:
+    """`bench check timing` and `bench check memory`: the measurement's self-checks."""
+    if args.check == "memory":
+        from .measurement.memory import self_check
+
+        try:
+            rows = self_check()
+        except RuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for row in rows:
+            print(f"{row['case']:<34} {row['mode']:<5} tracker {row['tracker_bytes']:>12,} B  "
+                  f"allocator {row['allocator_bytes']:>12,} B  ratio {row['ratio']:.3f}")  # fmt: skip
+        return 0
+    from .measurement.timing_check import self_check
+
+    if args.repeats < 1 or args.min_time_s <= 0:
+        print("error: --repeats and --min-time: allowed: at least 1 and above 0", file=sys.stderr)
+        return 2
+
+    def show(row: dict[str, Any]) -> None:
+        print(f"{row['case']:<26} ours {row['ours_us']:8.1f} us  torch.utils.benchmark "
+              f"{row['torch_benchmark_us']:8.1f} us  ratio {row['ratio']:.3f}  spread of "
+              f"{args.repeats} repeats: ours {row['ours_spread']:.1%}, torch.utils.benchmark "
+              f"{row['torch_benchmark_spread']:.1%}", flush=True)  # fmt: skip
+
+    rows = self_check(args.threads, args.repeats, args.min_time_s, report=show)
+    worst = max(abs(r["ratio"] - 1) for r in rows)
+    print(f"threads={args.threads}: largest difference from torch.utils.benchmark {worst:.1%} "
+          f"(goal <= 5%); largest repeat spread: ours "
+          f"{max(r['ours_spread'] for r in rows):.1%}, torch.utils.benchmark "
+          f"{max(r['torch_benchmark_spread'] for r in rows):.1%} (goal <= 2%)")  # fmt: skip
+    return 0

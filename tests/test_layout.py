@@ -77,6 +77,9 @@ NEVER = [
     ("bench.measurement", "bench.report"),
     ("bench.measurement", "bench.gate"),
     ("bench.report", "bench.measurement"),  # a report reads run directories, never measures
+    # the gate decides from run directories; what it shares with the report (statistics over
+    # many cases) lives outside both wings, in bench.statistics
+    ("bench.gate", "bench.report"),
     ("attention_variants", "bench"),
     # a slowed validation run loads the variants it slows, not the gate that scores them
     ("bench.gate.slowed", "bench.gate.validate"),
@@ -178,6 +181,29 @@ def test_the_never_rules_hold():
 def test_no_module_imports_itself_round_a_circle():
     # packages' __init__ re-exports are edges too; `bench/__init__` loads its names lazily
     assert circles(import_graph()) == []
+
+
+def programs_in(package: Path) -> list[str]:
+    """Modules that are programs: a `__main__` guard or an argparse parser of their own."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        if '__name__ == "__main__"' in text or "import argparse" in text:
+            found.append(str(path.relative_to(package.parent.parent)))
+    return found
+
+
+def test_the_measurement_wing_holds_no_programs():
+    # its self-checks are printed by `bench check`, in bench/programs.py
+    assert programs_in(PACKAGE / "measurement") == []
+
+
+def test_the_program_check_sees_a_main_guard(tmp_path):
+    wing = tmp_path / "bench" / "measurement"
+    wing.mkdir(parents=True)
+    (wing / "quiet.py").write_text("x = 1\n")
+    (wing / "loud.py").write_text('if __name__ == "__main__":\n    print(1)\n')
+    assert programs_in(wing) == ["bench/measurement/loud.py"]
 
 
 def test_the_checks_see_a_report_reaching_into_measurement_and_a_circle(tmp_path):

@@ -92,7 +92,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from ..report.statistics import geometric_mean_interval
+from ..statistics import geometric_mean_interval
 from . import counted
 from .counted import CountedBasis
 from .model import (

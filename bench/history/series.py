@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..gate.model import held_slope
-from ..report.statistics import geometric_mean_interval
+from ..statistics import geometric_mean_interval
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
 
 POINT_COLUMNS = (

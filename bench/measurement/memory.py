@@ -125,14 +125,15 @@ def peak_memory(
     return tracked_peak_memory(module_or_fn, *inputs, backward=backward)
 
 
-def self_check() -> None:
-    """On CUDA: the live-storage tracker against the caching allocator, per variant."""
+def self_check() -> list[dict[str, Any]]:
+    """On CUDA: the live-storage tracker against the caching allocator, per variant and mode
+    (``python -m bench check memory`` prints it); a RuntimeError without a CUDA device."""
     import attention_variants as av
 
     if not torch.cuda.is_available():
-        print("no CUDA device: the tracker/allocator comparison needs one")
-        return
+        raise RuntimeError("no CUDA device: the tracker/allocator comparison needs one")
     torch.manual_seed(0)
+    rows = []
     for name, options in (
         ("se", {}),
         ("cbam", {}),
@@ -145,12 +146,9 @@ def self_check() -> None:
         for backward in (False, True):
             tracked = tracked_peak_memory(module, x, backward=backward)
             allocator = allocator_peak_memory(module, x, backward=backward)
-            print(
-                f"{name:<8} {options!s:<28} {'train' if backward else 'infer':<5} "
-                f"tracker {tracked:>12,} B  allocator {allocator:>12,} B  "
-                f"ratio {tracked / allocator if allocator else float('nan'):.3f}"
-            )
-
-
-if __name__ == "__main__":
-    self_check()
+            rows.append({
+                "case": f"{name} {options or ''}".strip(), "mode": "train" if backward else "infer",
+                "tracker_bytes": tracked, "allocator_bytes": allocator,
+                "ratio": tracked / allocator if allocator else float("nan"),
+            })  # fmt: skip
+    return rows

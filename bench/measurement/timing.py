@@ -5,7 +5,7 @@ costs under 0.1% of it. CUDA: CUDA events around each sample, a synchronize, and
 (writing a buffer larger than the L2) between samples outside the timed region, as
 `triton.testing.do_bench` does; optionally the calls are replayed from a CUDA graph.
 
-``python -m bench.measurement.timing_check`` checks it against ``torch.utils.benchmark``.
+``python -m bench check timing`` checks it against ``torch.utils.benchmark``.
 """
 
 from __future__ import annotations

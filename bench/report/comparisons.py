@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..sweep.rundir import quality_text
-from .statistics import geometric_mean_interval
+from ..statistics import geometric_mean_interval
 from .tables import FLAGGED_MARK
 
 FUSED_SUFFIX = "_fused"

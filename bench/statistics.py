@@ -1,4 +1,6 @@
-"""Statistics over many cases' figures (not over one case's samples, which `timing` owns)."""
+"""Statistics over many cases' figures (not over one case's samples, which
+`bench.measurement.timing` owns), shared by the report, the gate and the history: outside the
+wings, so none of them reaches into another for it."""
 
 from __future__ import annotations
 
