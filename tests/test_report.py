@@ -155,10 +155,14 @@ def test_markdown_and_latex_tables_hold_the_expected_rows(synthetic_report):
     md = (run_dir / "tables" / "latency_cpu_float32_infer.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("|")][2:]
     assert len(rows) == 2 * 5  # 2 channel counts x (3 references + 2 variants)
-    # eca, C=64, 14x14: 50 us with a CI of +/-1% (0.5 us): one decimal place of microseconds
-    assert "in µs" in md
-    # and at 28x28, 200 us +/- 2 us: no decimals
-    assert re.search(r"\| 64 +\| eca +\| 50\.0 \[1\.0\] +\| 200 \[4\]", md)
+    # one unit for the whole report, from all its times (the typical one is about a ms)
+    assert (
+        "in ms" in md
+        and "in ms" in (run_dir / "tables" / "latency_cpu_float32_train.md").read_text()
+    )
+    # eca, C=64, 14x14: 0.05 ms with a CI of +/-1% (0.0005 ms): digits to the interval's first
+    # significant digit; at 28x28, 0.2 ms +/- 0.002 ms
+    assert re.search(r"\| 64 +\| eca +\| 0\.0500 \[0\.0010\] +\| 0\.200 \[0\.004\]", md)
     tex = (run_dir / "tables" / "overhead_cpu_float32_infer.tex").read_text()
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert rule in tex
@@ -272,3 +276,43 @@ def test_two_batch_sizes_each_get_their_tables_and_charts(tmp_path):
         and "†"
         not in (run / "tables" / "latency_cpu_float32_infer_b2.md").read_text().split("\n", 1)[1]
     )
+
+
+def test_no_chart_has_text_that_collides_or_leaves_the_figure(tmp_path, monkeypatch):
+    from bench.report import plots
+
+    checked = {}
+    save = plots._save
+
+    def check_then_save(fig, directory, stem):
+        checked[stem] = plots.text_collisions(fig)
+        return save(fig, directory, stem)
+
+    monkeypatch.setattr(plots, "_save", check_then_save)
+    report(write_synthetic_run(tmp_path / "run"))
+    assert len(checked) >= 10  # latency, roofline, memory and network charts at two widths
+    assert {stem: problems for stem, problems in checked.items() if problems} == {}
+
+
+def test_the_collision_check_sees_overlapping_and_escaping_text():
+    import matplotlib.pyplot as plt
+
+    from bench.report import plots
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.text(0.5, 0.5, "a note")
+    ax.text(0.5, 0.5, "another note")
+    ax.set_xlabel("a label far too long for a figure two inches wide, running past its edge")
+    problems = plots.text_collisions(fig)
+    plt.close(fig)
+    assert "'a note' overlaps 'another note'" in problems
+    assert any("leaves the figure" in p and "far too long" in p for p in problems)
+
+
+def test_charts_use_the_tables_time_unit_and_name_what_they_show(synthetic_report):
+    run_dir, _ = synthetic_report
+    caption = (run_dir / "tables" / "latency_cpu_float32_infer.md").read_text().splitlines()[0]
+    svg = (run_dir / "plots" / "latency_vs_resolution_cpu_float32_infer_column.svg").read_text()
+    unit = caption.split("median [IQR] in ")[1].split(",")[0]
+    assert f"latency, median ({unit}, log)" in svg
+    assert "C = 128, the largest of 64, 128" in svg and "batch 2" in svg

@@ -57,16 +57,18 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
         )
         written += tables.write_table(display, raw, table_dir, f"simulated_{name}", caption)
         sections += _section(f"Simulated counts, {_setting(name)}", name, "simulated")
+    # one time unit for every table and chart of the report
+    unit = tables.latency_unit(blocks.loc[~counted, "latency_median_s"])
     for name, rows in tables.groups(blocks[~counted], tables.SETTING + per_batch):
-        display, raw, unit = tables.latency_table(rows)
+        display, raw, _ = tables.latency_table(rows, unit)
         caption = (
-            f"Latency, median [IQR] in {unit}, batch {_batches(rows)}, {_setting(name)}; "
+            f"Latency, median [IQR] in {unit[1]}, batch {_batches(rows)}, {_setting(name)}; "
             "digits shown to the 95% CI of the median (none: fewer than 6 samples); "
             f"{tables.FLAGGED_MARK} marks a measurement flagged in the `quality` column."
         )
         written += tables.write_table(display, raw, table_dir, f"latency_{name}", caption)
         if rows["role"].eq("variant").any() and rows["role"].eq("reference").any():
-            display, raw = tables.overhead_table(rows)
+            display, raw = tables.overhead_table(rows, unit)
             caption = (
                 f"Overhead, {_setting(name)}: added latency over identity, and latency as "
                 "a multiple of a same-shape 3x3 convolution and of a plain copy, measured "
@@ -77,7 +79,7 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
             written += tables.write_table(display, raw, table_dir, f"overhead_{name}", caption)
         sections += _section(f"Latency and overhead, {_setting(name)}", name, "latency", "overhead")
         if charts:
-            written += plots.latency_vs_resolution(rows, plot_dir, name, colours)
+            written += plots.latency_vs_resolution(rows, plot_dir, name, colours, unit)
             device, dtype = rows["device"].iloc[0], rows["dtype"].iloc[0]
             written += plots.roofline(
                 rows, _ceiling_for(ceilings, device, dtype), plot_dir, name, colours

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..sweep.rundir import quality_text
 from ..statistics import geometric_mean_interval
+from ..sweep.rundir import quality_text
 from .tables import FLAGGED_MARK
 
 FUSED_SUFFIX = "_fused"

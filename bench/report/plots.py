@@ -21,6 +21,10 @@ from ..sweep.rundir import REFERENCE_NAMES, RunDirectory
 from . import roofs
 
 COLUMN_WIDTH_IN = 3.5
+LEGEND_ROW_IN = 0.13  # a legend row at 6 pt
+MARK = "mark"  # the gid of what a chart draws besides the variants (roofs, reasons)
+LEGEND_CHAR_IN = 0.047  # a character of a legend label at 6 pt, a little over the average
+LEGEND_HANDLE_IN = 0.45  # the handle and the gaps around an entry
 FULL_WIDTH_IN = 7.0
 DPI = 300
 FORMATS = ("png", "pdf", "svg")
@@ -144,10 +148,12 @@ def _legend_outside(fig: plt.Figure, axes, width_in: float) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    # references first, then variants by name, then anything else (the roofline's ceiling)
-    known = [label for label in _ordered(entries) if not label.startswith("ceiling")]
-    labels = known + [label for label in entries if label not in known]
-    columns = 2 if width_in <= COLUMN_WIDTH_IN else 4
+    # references first, then variants by name, then the chart's own marks (roofs, reasons)
+    marks = [label for label, handle in entries.items() if handle.get_gid() == MARK]
+    labels = [label for label in _ordered(entries) if label not in marks] + marks
+    # as many columns (up to 4) as the longest label lets fit across the figure
+    entry_in = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(label) for label in labels)
+    columns = max(1, min(4, int(width_in // entry_in)))
     fig.legend(
         [entries[label] for label in labels],
         labels,
@@ -155,6 +161,19 @@ def _legend_outside(fig: plt.Figure, axes, width_in: float) -> None:
         ncol=columns,
         frameon=False,
     )
+    # the legend takes its rows from the figure: grow the figure by them, so the axes keep
+    # their height (constrained layout would squeeze them to nothing at column width)
+    rows = -(-len(labels) // columns)
+    height = fig.get_size_inches()[1]
+    fig.set_size_inches(width_in, height + rows * LEGEND_ROW_IN)
+
+
+def _setting_title(rows: pd.DataFrame, name: str, shown: str = "") -> str:
+    """What a figure shows: its setting (device, dtype, mode) and batch, and `shown` (the
+    channel count of a column-width chart, say)."""
+    batches = ", ".join(str(b) for b in sorted(rows["batch"].unique()))
+    title = f"{name.replace('_', ' ')}, batch {batches}"
+    return f"{title}\n{shown}" if shown else title
 
 
 def _figure(width_in: float, height_in: float, panels: int = 1, sharey: bool = True):
@@ -165,10 +184,20 @@ def _figure(width_in: float, height_in: float, panels: int = 1, sharey: bool = T
 
 
 def latency_vs_resolution(
-    rows: pd.DataFrame, directory: Path, name: str, colours: dict[str, str]
+    rows: pd.DataFrame,
+    directory: Path,
+    name: str,
+    colours: dict[str, str],
+    unit: tuple[float, str] = (1.0, "s"),
 ) -> list[Path]:
-    """Latency (median, 95% CI band) against H x W, log-log, a line per variant; the full-width
-    chart has a panel per channel count, the column chart shows the largest."""
+    """Latency (median, 95% CI band) in `unit` (scale, name: the report's) against H x W,
+    log-log, a line per variant; the full-width chart has a panel per channel count, the
+    column chart shows the largest and its title says so."""
+    scale, unit_name = unit
+    rows = rows.assign(**{
+        column: rows[column] * scale
+        for column in ("latency_median_s", "latency_ci_low_s", "latency_ci_high_s")
+    })  # fmt: skip
     paths = []
     channels = sorted(rows["channels"].unique())
     for width, panels, suffix in (
@@ -176,7 +205,7 @@ def latency_vs_resolution(
         (COLUMN_WIDTH_IN, channels[-1:], "column"),
     ):
         with plt.rc_context(RC):
-            fig, axes = _figure(width, 2.6 if suffix == "full" else 3.0, len(panels))
+            fig, axes = _figure(width, 2.4, len(panels))
             for ax, c in zip(axes, panels, strict=True):
                 part = rows[rows["channels"] == c]
                 _line_with_band(
@@ -191,18 +220,29 @@ def latency_vs_resolution(
                 _pixels_axis(ax, part)
                 ax.set_yscale("log")
                 ax.set_title(f"C = {c}")
-            axes[0].set_ylabel("latency, median (s, log scale)")
+            axes[0].set_ylabel(f"latency, median ({unit_name}, log)")
+            fig.suptitle(_setting_title(rows, name, _channels_shown(channels, panels)))
             _legend_outside(fig, axes, width)
             paths += _save(fig, directory, f"latency_vs_resolution_{name}_{suffix}")
     return paths
 
 
+def _channels_shown(channels: list, panels: list) -> str:
+    """'' when every swept channel count has its panel; else which one is shown."""
+    if len(panels) == len(channels):
+        return ""
+    swept = ", ".join(str(c) for c in channels)
+    return f"C = {panels[-1]}, the largest of {swept}"
+
+
 def memory_vs_resolution(
     rows: pd.DataFrame, directory: Path, name: str, colours: dict[str, str]
 ) -> list[Path]:
-    """Peak memory against H x W (log-log) per mode, at the largest channel count: eca_mha's
-    quadratic score matrix shows as the steeper slope of the naive attention."""
-    c = rows["channels"].max()
+    """Peak memory against H x W (log-log) per mode, at the largest channel count (the title
+    says so): eca_mha's quadratic score matrix shows as the steeper slope of the naive
+    attention. The column chart shows training, or the one mode swept."""
+    channels = sorted(rows["channels"].unique())
+    c = channels[-1]
     part = rows[(rows["channels"] == c) & (rows["peak_memory_bytes"] > 0)].copy()
     part["peak_memory_mib"] = part["peak_memory_bytes"] / 2**20
     modes = sorted(part["mode"].unique())
@@ -210,18 +250,30 @@ def memory_vs_resolution(
     for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
         with plt.rc_context(RC):
             shown = modes if suffix == "full" else modes[-1:]
-            fig, axes = _figure(width, 2.8 if suffix == "full" else 3.0, len(shown))
+            fig, axes = _figure(width, 2.4, len(shown))
             for ax, mode in zip(axes, shown, strict=True):
                 _line_with_band(
                     ax, part[part["mode"] == mode], "pixels", "peak_memory_mib", None, None, colours
                 )
                 _pixels_axis(ax, part)
                 ax.set_yscale("log")
-                ax.set_title(f"{mode}, C = {c}")
-            axes[0].set_ylabel("peak memory above inputs (MiB, log)")
+                ax.set_title(mode)
+            axes[0].set_ylabel("peak memory (MiB, log)")
+            fig.suptitle(_setting_title(rows, name, _channels_shown(channels, [c])))
             _legend_outside(fig, axes, width)
             paths += _save(fig, directory, f"memory_vs_resolution_{name}_{suffix}")
     return paths
+
+
+def compute_roof(part: pd.DataFrame, ceilings: pd.Series) -> tuple[float, str]:
+    """The compute roof no kernel of the run beats: the best of the matmul the ceilings
+    measured and the run's own 3x3 convolutions, and which one it is."""
+    matmul = float(ceilings["peak_flops_per_s"])
+    conv = part.loc[part["variant_label"] == "conv3x3", "achieved"]
+    best_conv = float(conv.max()) if len(conv) else 0.0
+    if best_conv > matmul:
+        return best_conv, f"compute: conv3x3 of this run, {best_conv / 1e9:.0f} GFLOP/s"
+    return matmul, f"compute: matmul, {matmul / 1e9:.0f} GFLOP/s"
 
 
 def roofline(
@@ -232,20 +284,21 @@ def roofline(
     colours: dict[str, str],
 ) -> list[Path]:
     """Arithmetic intensity (FLOPs/byte) against achieved FLOP/s, under the roofs measured in
-    the same run: the large copy's (black), the fastest copy in cache (grey) and the matmul
-    peak; a grey dash over each point marks its own roof, a copy of its working set
-    (`bench.report.roofs`). A point above its own roof has the reason beside it."""
+    the same run: the large copy's (black), the fastest copy in cache (grey) and the compute
+    roof (`compute_roof`); a grey dash under each point marks its own roof, a copy of its
+    working set (`bench.report.roofs`). Points above their own roof are ringed, each reason
+    named once in the legend."""
     part = rows[(rows["flops"] > 0) & (rows["bytes_moved"] > 0)].copy()
+    part["intensity"] = part["flops"] / part["bytes_moved"]
+    part["achieved"] = part["flops"] / part["latency_median_s"]
     if ceilings is not None:
         ladder = RunDirectory.copy_ladder(ceilings)
-        part = roofs.with_roofs(part, ladder, ceilings["peak_flops_per_s"])
-    else:
-        part["intensity"] = part["flops"] / part["bytes_moved"]
-        part["achieved"] = part["flops"] / part["latency_median_s"]
+        peak, peak_label = compute_roof(part, ceilings)
+        part = roofs.with_roofs(part, ladder, peak)
     paths = []
     for width, suffix in ((FULL_WIDTH_IN, "full"), (COLUMN_WIDTH_IN, "column")):
         with plt.rc_context(RC):
-            fig, (ax,) = _figure(width, 3.0 if suffix == "full" else 3.4)
+            fig, (ax,) = _figure(width, 2.6)
             marker_of = markers(colours)
             for label in _ordered(part["variant_label"]):
                 sel = part[part["variant_label"] == label]
@@ -262,44 +315,40 @@ def roofline(
             ax.set_xscale("log")
             ax.set_yscale("log")
             if ceilings is not None:
-                _draw_roofs(ax, part, ladder, ceilings)
-            ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, log)")
+                _draw_roofs(ax, part, ladder, ceilings, peak, peak_label)
+            ax.set_xlabel("FLOPs per byte moved (log)")
             ax.set_ylabel("achieved FLOP/s (log)")
-            ax.set_title(name.replace("_", " "))
+            ax.set_title(_setting_title(rows, name))
             _legend_outside(fig, [ax], width)
             paths += _save(fig, directory, f"roofline_{name}_{suffix}")
     return paths
 
 
-def _draw_roofs(ax, part: pd.DataFrame, ladder, ceilings: pd.Series) -> None:
+def _draw_roofs(
+    ax, part: pd.DataFrame, ladder, ceilings: pd.Series, peak: float, peak_label: str
+) -> None:
     bandwidth = ceilings["memory_bandwidth_bytes_per_s"]
-    peak = ceilings["peak_flops_per_s"]
     fastest_size, fastest = max(ladder, key=lambda rung: rung[1])
     lo = part["intensity"].min() / 3
     hi = max(part["intensity"].max(), peak / bandwidth) * 3
     x = np.logspace(np.log10(lo), np.log10(hi), 200)
     ax.plot(
         x, np.minimum(fastest * x, peak), color="0.6", linewidth=0.8, linestyle="--",
-        label=f"copy in cache: {fastest / 1e9:.0f} GB/s ({_bytes_label(fastest_size)})",
+        label=f"copy in cache: {fastest / 1e9:.0f} GB/s ({_bytes_label(fastest_size)})", gid=MARK,
     )  # fmt: skip
-    ax.plot(
-        x,
-        np.minimum(bandwidth * x, peak),
-        color="black",
-        linewidth=1.2,
-        label=f"copy beyond the caches: {bandwidth / 1e9:.0f} GB/s; matmul {peak / 1e9:.0f} "
-        "GFLOP/s",
-    )
+    ax.plot(x, np.minimum(bandwidth * x, peak), color="black", linewidth=1.2,
+            label=f"copy from memory: {bandwidth / 1e9:.0f} GB/s", gid=MARK)  # fmt: skip
+    ax.axhline(peak, color="black", linewidth=0.6, linestyle=":", label=peak_label, gid=MARK)
     ax.scatter(
         part["intensity"], part["roof"], marker="_", s=30, color="0.45", linewidths=0.8,
-        label="each point's own roof: a copy of its working set", zorder=0,
+        label="own roof: a copy of its working set", zorder=0, gid=MARK,
     )  # fmt: skip
-    for _, point in part[part["above_roof"]].iterrows():
-        ax.annotate(
-            f"{point['variant_label']}: {point['roof_note']}",
-            (point["intensity"], point["achieved"]),
-            fontsize=5, xytext=(3, 3), textcoords="offset points",
-        )  # fmt: skip
+    for note, ring in ((roofs.MEMORY_NOTE, "o"), (roofs.COMPUTE_NOTE, "s")):
+        above = part[part["roof_note"] == note]
+        if len(above):
+            ax.scatter(above["intensity"], above["achieved"], marker=ring, s=40,
+                       facecolors="none", edgecolors="0.3", linewidths=0.5, label=note,
+                       gid=MARK)  # fmt: skip
 
 
 def _bytes_label(size: float) -> str:
@@ -358,3 +407,43 @@ def network_overhead(
             _legend_outside(fig, [ax], width)
             paths += _save(fig, directory, f"network_overhead_{name}_{suffix}")
     return paths
+
+
+def _drawn_texts(fig: plt.Figure) -> list:
+    """Every text the figure draws: tick labels inside the view, axis labels, titles, notes
+    and legends (tick labels of ticks outside the view exist but are not drawn)."""
+    texts = [*fig.texts]
+    for legend in fig.legends:
+        texts += [*legend.get_texts(), legend.get_title()]
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis._update_ticks():  # the ticks drawn: matplotlib's own choice
+                texts += [tick.label1, tick.label2]
+            texts += [axis.label, axis.get_offset_text()]
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def text_collisions(fig: plt.Figure) -> list[str]:
+    """Every text of `fig` that overlaps another or leaves the figure, as lines (an empty
+    list: a chart a paper can print). matplotlib gives each drawn text its window extent."""
+    from itertools import combinations
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in _drawn_texts(fig)]
+    frame = fig.bbox
+    problems = [
+        f"{text!r} leaves the figure"
+        for text, box in boxes
+        if box.x0 < frame.x0 - 1 or box.y0 < frame.y0 - 1 or box.x1 > frame.x1 + 1
+        or box.y1 > frame.y1 + 1
+    ]  # fmt: skip
+    for (a, box_a), (b, box_b) in combinations(boxes, 2):
+        width = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+        height = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+        if width > 1 and height > 1:  # a pixel of antialiasing is no collision
+            problems.append(f"{a!r} overlaps {b!r}")
+    return problems

@@ -47,11 +47,12 @@ def with_roofs(
     part["roof_note"] = ""
     above = part["above_roof"]
     compute = above & (part["roof"] >= peak_flops)
-    part.loc[compute, "roof_note"] = "faster than the matmul that sets the compute roof"
+    part.loc[compute, "roof_note"] = COMPUTE_NOTE
     # its ops' traffic counted against its working set: what is read again comes from cache
-    reads = (part["bytes_moved"] / part["working_set"]).round(1)
-    memory = above & ~compute
-    part.loc[memory, "roof_note"] = (
-        "its ops move " + reads[memory].astype(str) + "x its working set: re-reads hit cache"
-    )
+    part.loc[above & ~compute, "roof_note"] = MEMORY_NOTE
     return part
+
+
+# why a point can sit above its roof; one reason is said once (a chart's legend), not per point
+COMPUTE_NOTE = "above the compute roof"
+MEMORY_NOTE = "above its roof: its ops re-read from cache"

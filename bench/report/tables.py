@@ -104,10 +104,12 @@ def groups(rows: pd.DataFrame, keys: list[str]):
 FLAGGED_MARK = "†"  # a cell whose row's quality is not ok
 
 
-def latency_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Median [IQR] by (batch, channels, variant) x resolution, a † on flagged measurements;
-    returns (display, raw, unit)."""
-    scale, unit = latency_unit(rows["latency_median_s"])
+def latency_table(
+    rows: pd.DataFrame, unit: tuple[float, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Median [IQR] by (batch, channels, variant) x resolution, a † on flagged measurements,
+    in `unit` (scale, name; default: what suits these rows); returns (display, raw, unit)."""
+    scale, unit = unit or latency_unit(rows["latency_median_s"])
     rows = rows.assign(
         cell=[
             f"{format_measured(m * scale, (hi - lo) / 2 * scale)} "
@@ -143,7 +145,9 @@ def latency_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return display, raw, unit
 
 
-def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def overhead_table(
+    rows: pd.DataFrame, unit: tuple[float, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each variant against the references measured beside it at the same shape and setting:
     every figure with its 95% interval (± its half-width), and a † where the variant or a
     reference beside it was flagged in `quality`."""
@@ -175,7 +179,7 @@ def overhead_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = raw.sort_values(["batch", "channels", "height", "width", "variant"]).reset_index(
         drop=True
     )
-    scale, unit = latency_unit(raw["latency_s"])
+    scale, unit = unit or latency_unit(raw["latency_s"])
 
     def with_interval(values, half_widths):
         return [
