@@ -47,7 +47,15 @@ class CBAMSpatialGate(nn.Module):
         return x * self.bn(self.conv(maps)).sigmoid()
 
 
-@register("cbam", paper="Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018")
+@register(
+    "cbam",
+    paper="Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
+    option_help={
+        "reduction": "the channel gate's MLP hidden width C // reduction (at least 1)",
+        "spatial_kernel_size": "the spatial gate's conv size (odd; 7 in the paper)",
+        "bias": "biases in the channel gate's MLP",
+    },
+)
 class CBAM(nn.Module):
     """CBAM: a channel gate (shared MLP on avg and max pools) then a spatial gate (7x7 conv)."""
 

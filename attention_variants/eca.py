@@ -14,7 +14,19 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     return t if t % 2 else t + 1
 
 
-@register("eca", paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020")
+ECA_OPTION_HELP = {
+    "kernel_size": "the 1-D conv's width; None: adaptive, |log2(C) / gamma + beta / gamma| "
+    "made odd",
+    "gamma": "the adaptive kernel size's slope (the paper's gamma)",
+    "beta": "the adaptive kernel size's offset (the paper's b)",
+}
+
+
+@register(
+    "eca",
+    paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020",
+    option_help=ECA_OPTION_HELP,
+)
 class ECA(nn.Module):
     """ECA: global average pool, 1-D conv across channels (k adaptive), sigmoid, scale.
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_choice, check_int
-from .eca import ECA
+from .eca import ECA, ECA_OPTION_HELP
 from .registry import register
 
 
@@ -32,6 +32,13 @@ ATTENTION_IMPLS = {"sdpa": F.scaled_dot_product_attention, "naive": naive_attent
 @register(
     "eca_mha",
     paper="ECA (Wang et al., CVPR 2020) + multi-head self-attention (Vaswani et al., 2017)",
+    option_help={
+        "heads": "attention heads; must divide C",
+        "attention_impl": "sdpa (torch's scaled_dot_product_attention) or naive (softmax(QK^T)V "
+        "written out, its N x N scores in memory)",
+        "qkv_bias": "a bias in the Q, K, V projection",
+        **ECA_OPTION_HELP,
+    },
 )
 class ECAMultiHeadAttention(nn.Module):
     """ECA gate, then residual multi-head self-attention over the H*W positions (C-dim tokens)."""

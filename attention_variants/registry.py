@@ -78,7 +78,8 @@ def register(
             raise ValueError(
                 f"dtypes {sorted(unknown_dtypes)} unknown; allowed: {list(ALL_DTYPES)}"
             )
-        doc_line = (inspect.getdoc(factory) or "").split("\n", 1)[0]
+        # the docstring's first paragraph, however many lines it takes
+        doc_line = " ".join((inspect.getdoc(factory) or "").split("\n\n", 1)[0].split())
         _REGISTRY[name] = VariantInfo(
             name=name,
             factory=factory,

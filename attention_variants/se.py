@@ -22,7 +22,15 @@ class ChannelMLP(nn.Module):
         return self.fc2(self.act(self.fc1(descriptor)))
 
 
-@register("se", paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018")
+SE_OPTION_HELP = {
+    "reduction": "the MLP's hidden width C // reduction (at least 1)",
+    "bias": "biases in the MLP's two layers",
+}
+
+
+@register(
+    "se", paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018", option_help=SE_OPTION_HELP
+)
 class SqueezeExcite(nn.Module):
     """SE: global average pool, MLP C -> C/r -> C with ReLU, sigmoid, channel-wise scale."""
 

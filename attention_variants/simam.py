@@ -6,7 +6,11 @@ from .checks import check_positive_number
 from .registry import register
 
 
-@register("simam", paper="Yang et al., SimAM: A Simple, Parameter-Free Attention Module, ICML 2021")
+@register(
+    "simam",
+    paper="Yang et al., SimAM: A Simple, Parameter-Free Attention Module, ICML 2021",
+    option_help={"e_lambda": "the energy's regulariser (the paper's lambda, 1e-4)"},
+)
 class SimAM(nn.Module):
     """SimAM: each activation weighted by sigmoid of its inverse energy, no parameters."""
 

@@ -4,7 +4,9 @@ history``: the suite's command line."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,22 +321,27 @@ def command_list(args: argparse.Namespace) -> int:
         except ImportError as error:
             print(f"error: plugin {error}", file=sys.stderr)
             return 2
+    width = max(60, min(shutil.get_terminal_size().columns, 100))
+
+    def say(text: str, first: str, rest: str) -> None:  # wrapped whole, never cut
+        print(textwrap.fill(text, width, initial_indent=first, subsequent_indent=rest))
+
     print("variants:")
     for name in av.available():
         info = av.info(name)
         options = ", ".join(f"{k}={v!r}" for k, v in info.options.items()) or "-"
-        print(f"  {name:<12} {info.description}")
-        print(f"  {'':<12} paper: {info.paper or '-'}")
-        print(f"  {'':<12} options: {options}")
-        for option, text in info.option_help.items():
-            print(f"  {'':<14} {option}: {text}")
-        print(
-            f"  {'':<12} devices: {', '.join(info.devices)}; dtypes: {', '.join(info.dtypes)}; "
-            f"backward: {'yes' if info.backward else 'no'}"
-        )
+        indent = " " * 15
+        say(info.description, f"  {name:<12} ", indent)
+        say(f"paper: {info.paper or '-'}", indent, indent + "  ")
+        say(f"options: {options}", indent, indent + "  ")
+        for option in info.options:
+            say(f"{option}: {info.option_help.get(option, '(no description)')}",
+                indent + "  ", indent + "    ")  # fmt: skip
+        say(f"devices: {', '.join(info.devices)}; dtypes: {', '.join(info.dtypes)}; backward: "
+            f"{'yes' if info.backward else 'no'}", indent, indent + "  ")  # fmt: skip
     print("presets:")
     for name, preset in PRESETS.items():
-        print(f"  {name:<12} {preset['description']}")
+        say(preset["description"], f"  {name:<15} ", " " * 18)
     return 0
 
 

@@ -79,3 +79,24 @@ def test_user_variants_register_and_build():
     finally:
         av.unregister("test_scale")
     assert "test_scale" not in av.available()
+
+
+def test_every_option_of_every_variant_is_explained_and_descriptions_are_whole():
+    import attention_variants as av
+
+    for name in av.available():
+        info = av.info(name)
+        assert set(info.option_help) == set(info.options), name
+        assert info.description.endswith((".", ")")), (name, info.description)
+
+
+def test_bench_list_wraps_whole_descriptions_and_explains_each_option():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "(no description)" not in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100
+    assert "reduction: the MLP's hidden width C // reduction" in done.stdout  # se
+    assert "then a sigmoid gate per direction" in done.stdout  # coord's whole first paragraph

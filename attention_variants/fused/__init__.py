@@ -10,9 +10,9 @@ trace them and the dispatcher sees them by name.
 
 from torch import Tensor
 
-from ..eca import ECA
+from ..eca import ECA, ECA_OPTION_HELP
 from ..registry import register
-from ..se import SqueezeExcite
+from ..se import SE_OPTION_HELP, SqueezeExcite
 from .cpu import extension
 from .ops import backend, eca_gate, se_gate, triton_available
 
@@ -28,6 +28,7 @@ def build_kernels(device: str) -> None:
 @register(
     "eca_fused",
     paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020 (fused kernels)",
+    option_help=ECA_OPTION_HELP,
     devices=FUSED_DEVICES,
     prepare=build_kernels,
 )
@@ -43,6 +44,7 @@ class ECAFused(ECA):
 @register(
     "se_fused",
     paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018 (fused kernels)",
+    option_help=SE_OPTION_HELP,
     devices=FUSED_DEVICES,
     prepare=build_kernels,
 )
