@@ -566,8 +566,8 @@ def _stored(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     for column in RESULT_COLUMNS:
-        if column.name not in frame:
-            continue
+        if column.name not in frame:  # a run written before the column existed: empty
+            frame[column.name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         values = frame[column.name]
         if column.type == "int":
             frame[column.name] = pd.to_numeric(values, errors="coerce").astype("Int64")
