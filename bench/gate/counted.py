@@ -27,7 +27,7 @@ from .sides import CompareInputError, Side
 
 # what a simulated row holds, and `bench compare --metric` may name
 COUNTED_METRICS = ("estimated_cycles", "instructions", "l1_misses", "ll_misses")
-DEFAULT_THRESHOLD = 0.02  # counts move well under 1% between processes (see the README)
+DEFAULT_THRESHOLD = 0.02  # counts move about 1% between processes (docs/how-to/simulated.md)
 # references whose counts measure the process, not the call's overhead alone
 NOISE_REFERENCES = ("conv3x3", "copy")
 

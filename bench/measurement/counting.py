@@ -4,7 +4,7 @@ A `TorchDispatchMode` sees every aten op that runs (functional calls, SDPA under
 ops autograd runs for backward, custom ops), so nothing a block does is missed the way a
 module-hook counter misses pooling, sigmoid and the broadcast multiply.
 
-Conventions (also in the README):
+Conventions (also in docs/explanation/measurement.md):
 - matmul and convolution: 1 MAC = 2 FLOPs; a bias add is 1 FLOP per output element on top.
 - elementwise ops: 1 FLOP per output element per arithmetic operation; the transcendental
   functions count as one operation each, so sigmoid = 1/(1+exp(-x)) is 4 (negate, exp, add,
