@@ -240,3 +240,23 @@ def test_one_run_per_side_passes_the_same_code_and_finds_one_more_pass(counted_r
     # the counts are close between processes: the same code within a fraction of a percent
     ratios = np.array([c.ratio for c in same.cases])
     assert np.all(np.abs(ratios - 1) < 0.01)
+
+
+def test_the_validation_scores_counted_runs_by_the_work_each_slowed_copy_added(tmp_path):
+    from bench.gate.validate import score, summary
+
+    for i in range(3):  # the same code three times: three pairs, each a compare
+        wobble = 1 + 0.001 * i
+        write_counted_run(tmp_path / f"run-{i + 1:02d}", {
+            "eca": 3e6 * wobble, "se": 2e6 * wobble, "eca_slowed": 3.18e6 * wobble,
+        })  # fmt: skip
+    outcomes = score(tmp_path, per_side=1, all_pairs=True)
+    assert sorted(outcomes["compare"].unique()) == [1, 2, 3]
+    same = outcomes[outcomes["kind"] == "same code"]
+    assert set(same["verdict"]) == {"unchanged"}
+    slowed = outcomes[(outcomes["kind"] == "slowed") & outcomes["slowed"]]
+    assert (slowed["verdict"] == "regression").all()
+    assert slowed["added"].round(3).eq(1.06).all()  # measured in each NEW run, copy / original
+    table = " ".join(summary(outcomes).split())
+    assert "slowed by extra work (each case +6.0% to +6.0%, median +6.0%)" in table
+    assert "slowed by at least 5%: flagged regression | 3 / 3 (100.0%)" in table

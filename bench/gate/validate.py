@@ -43,6 +43,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -245,19 +246,27 @@ def score(
     threshold: float | None = None,
     alpha: float = ALPHA,
     rounds: int | None = None,
+    all_pairs: bool = False,
 ) -> pd.DataFrame:
-    """Every compare's verdicts; with `rounds`, on each case's first `rounds` rounds only."""
+    """Every compare's verdicts; with `rounds`, on each case's first `rounds` rounds only.
+    Compares take consecutive windows of runs; with `all_pairs` (one run per side), every pair
+    of runs i < j is a compare, BASE run i and NEW run j."""
     runs = sorted(d for d in directory.glob("run-*") if RunDirectory.holds_run(d))
     window = 2 * per_side  # BASE takes every other run of a window, NEW the ones between
     if len(runs) < window:
         raise SystemExit(f"{directory}: {len(runs)} runs; a compare needs {window}")
+    if all_pairs and per_side != 1:
+        raise SystemExit("--all-pairs compares one run with another: it needs --per-side 1")
     loaded = [load_side(d).runs[0] for d in runs]
     if rounds is not None:
         loaded = [first_rounds(run, rounds) for run in loaded]
-    compares = len(loaded) - window + 1
+    if all_pairs:
+        chosen_runs = [[loaded[i], loaded[j]] for i, j in combinations(range(len(loaded)), 2)]
+    else:
+        chosen_runs = [loaded[i : i + window] for i in range(len(loaded) - window + 1)]
+    compares = len(chosen_runs)
     outcomes = []
-    for index in range(1, compares + 1):
-        chosen = loaded[index - 1 : index - 1 + window]
+    for index, chosen in enumerate(chosen_runs, start=1):
         base_runs, new_runs = chosen[0::2], chosen[1::2]
         base_side = Side([_view(run, slowed=False)[0] for run in base_runs], "BASE")
         for kind, slowed in (("same code", False), ("slowed", True)):
@@ -363,6 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     scored.add_argument("--threshold", type=float, default=None,
                         help="default: the instrument's (10% on wall time, 2% on counts)")  # fmt: skip
     scored.add_argument("--alpha", type=float, default=ALPHA)
+    scored.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="with --per-side 1: every pair of runs is a compare",
+    )
     scored.add_argument("--rounds", type=int, default=None,
                         help="score each case's first N rounds of each run only")  # fmt: skip
     busy = commands.add_parser("contention", help="sweeps beside a busy CPU; rows flagged")
@@ -383,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--per-side {args.per_side}: allowed: 1 or more")
     if args.rounds is not None and args.rounds < 2:
         parser.error(f"--rounds {args.rounds}: allowed: 2 or more (a test needs two per side)")
-    outcomes = score(args.directory, args.per_side, args.threshold, args.alpha, args.rounds)
+    outcomes = score(args.directory, args.per_side, args.threshold, args.alpha, args.rounds,
+                     all_pairs=args.all_pairs)  # fmt: skip
     outcomes.to_csv(args.directory / "outcomes.csv", index=False)
     runs = sorted(d for d in args.directory.glob("run-*") if RunDirectory.holds_run(d))
     flagged, measured = map(sum, zip(*(contended_share(d) for d in runs), strict=True))
