@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from bench.cli import build_parser
-from bench.history.site import headless_chromium
 from bench.sweep.spec import json_schema
+
+from .browser import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -89,15 +90,6 @@ def served(site):
     server.wait(timeout=10)
 
 
-def _chromium():
-    try:
-        return headless_chromium(width=1280, height=900, console_log=True)
-    except RuntimeError as error:
-        if os.environ.get("BENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"BENCH_REQUIRE_BROWSER=1 but {error}")
-        pytest.skip(str(error))
-
-
 def test_every_page_opens_without_console_errors_and_its_links_resolve(site, served):
     pages = [
         p.relative_to(site).parent.as_posix() for p in sorted(site.rglob("index.html"))
@@ -105,7 +97,7 @@ def test_every_page_opens_without_console_errors_and_its_links_resolve(site, ser
     ]  # fmt: skip
     ids: dict[str, set[str]] = {}  # page url -> the element ids it holds
     links: list[tuple[str, str]] = []
-    driver = _chromium()
+    driver = chromium(width=1280, height=900)
     try:
         for page in pages:
             url = urljoin(served, "" if page == "." else page + "/")

@@ -6,7 +6,6 @@ them); where they are missing it is skipped with the reason in pytest's summary,
 BENCH_REQUIRE_BROWSER=1 (as `.ci/run` sets) it fails instead."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -16,9 +15,10 @@ import pytest
 
 from bench.history.changes import change_points
 from bench.history.series import case_points
-from bench.history.site import headless_chromium
 from bench.history.store import FORMAT_FILE, HistoryError, HistoryStore
 from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
+
+from .browser import chromium
 
 VARIANTS = ("eca", "se", "cbam")
 
@@ -193,15 +193,6 @@ def test_check_exits_1_when_the_newest_commit_starts_a_regression(tmp_path):
     assert flagged and all("eca b2 c64 14x14" in line or "suite" in line for line in flagged)
 
 
-def _chromium():
-    try:
-        return headless_chromium(width=1400, height=1000, console_log=True)
-    except RuntimeError as error:
-        if os.environ.get("BENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"BENCH_REQUIRE_BROWSER=1 but {error}")
-        pytest.skip(str(error))
-
-
 def test_the_site_opens_in_headless_chromium_with_its_step_marked_and_filters(tmp_path):
     from PIL import Image
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -214,7 +205,7 @@ def test_the_site_opens_in_headless_chromium_with_its_step_marked_and_filters(tm
     assert published.returncode == 0, published.stderr
     assert sorted(p.name for p in site.iterdir()) == ["index.html", "plotly.min.js"]
     assert "http://" not in (site / "index.html").read_text().split("<script")[0]  # offline
-    driver = _chromium()
+    driver = chromium(width=1400, height=1000)
     try:
         driver.get((site / "index.html").resolve().as_uri())
         WebDriverWait(driver, 30).until(lambda d: d.execute_script(
