@@ -2,11 +2,14 @@
 
 Each case's row holds the median of its counted calls (`bench.measurement.simulated`) and the
 calls' spread. A count moves between processes only by what the process itself varies (where
-memory lands, the interpreter's state), which the references show: identity's region is a call's
-overhead alone, but conv3x3 and copy do real work that no change to a variant reaches. So each
-case's ratio NEW / BASE gets an interval of +-noise, noise being the largest of
+memory lands, the interpreter's state, how much memory a training step brings in), which two
+things show: each side's own calls, and the references (identity's region is a call's overhead
+alone, but conv3x3 and copy do real work that no change to a variant reaches). So each case's
+ratio NEW / BASE gets an interval of +-noise, noise being the larger of
 
-- the case's own spread on either side (its counted calls within one process), and
+- the case's own spreads on the two sides added: each side's median may lie anywhere in that
+  side's range, so their ratio anywhere within the sum (a training step whose last-level misses
+  vary by a few percent from call to call varies as much between processes), and
 - the between-process spread: the largest |NEW / BASE - 1| of the conv3x3 and copy references,
 
 and the verdicts follow the wall-time gate's rules with that interval: `regression` when the
@@ -87,10 +90,11 @@ def count_ratio(row_base: pd.Series, row_new: pd.Series, metric: str) -> float:
 
 
 def case_noise(row_base: pd.Series, row_new: pd.Series, between: float) -> float:
-    """The relative half-width of a case's interval: its own spread or the processes'."""
+    """The relative half-width of a case's interval: its two sides' spreads added, or the
+    processes' spread, whichever is larger."""
     own = [row.get("cycles_spread") for row in (row_base, row_new)]
-    own = [float(value) for value in own if value is not None and not pd.isna(value)]
-    return max([*own, between if np.isfinite(between) else 0.0])
+    own = sum(float(value) for value in own if value is not None and not pd.isna(value))
+    return max(own, between if np.isfinite(between) else 0.0)
 
 
 def verdict(ratio: float, low: float, high: float, threshold: float) -> str:

@@ -276,7 +276,7 @@ def _counted_noise_line(counted: CountedBasis) -> str:
         f"Between processes: the conv3x3 and copy references' `{counted.metric}` moved by at "
         f"most {counted.between_processes:.2%} ({counted.references} references, which no "
         "change under test reaches); each case's interval is +- the larger of that and its own "
-        "counted calls' spread on either side."
+        "counted calls' spreads on the two sides added."
     )
 
 
