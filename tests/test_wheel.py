@@ -7,6 +7,7 @@ import os
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -30,9 +31,9 @@ def shared_packages(target: Path) -> Path:
     return target
 
 
-def run(*command, cwd=None):
+def run(*command, cwd=None, env=None):
     done = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd,
-                          timeout=900, env={**os.environ, "PIP_NO_INPUT": "1"})  # fmt: skip
+                          timeout=900, env={**os.environ, "PIP_NO_INPUT": "1", **(env or {})})  # fmt: skip
     assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -42,6 +43,9 @@ def test_the_wheel_runs_the_fused_blocks_outside_the_checkout_and_keeps_torch(tm
     dist = tmp_path / "dist"
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPOSITORY)
     (wheel,) = dist.glob("cnn_attention_bench-*.whl")
+    carried = zipfile.ZipFile(wheel).namelist()  # the sources built on first use
+    assert "attention_variants/fused/csrc/channel_gate_cpu.cpp" in carried
+    assert "bench/measurement/csrc/valgrind_client.c" in carried
     # no pip or setuptools of its own: the shared ones (and their versions) are used
     run(sys.executable, "-m", "venv", "--without-pip", tmp_path / "fresh")
     python = tmp_path / "fresh" / "bin" / "python"
@@ -72,3 +76,8 @@ def test_the_wheel_runs_the_fused_blocks_outside_the_checkout_and_keeps_torch(tm
     env = json.loads((outside / "run" / "env.json").read_text())
     # an installed suite has a version and no checkout; it names no commit of its own
     assert env["suite"]["version"] and env["git_commit"] is None
+    if Path("/usr/include/valgrind/callgrind.h").exists():  # the simulated instrument's client
+        built = run(python, "-c", "from bench.measurement.simulated import client_library; "
+                    "print(client_library())", cwd=outside,
+                    env={"XDG_CACHE_HOME": str(tmp_path / "cache")})  # fmt: skip
+        assert Path(built.strip()).is_relative_to(tmp_path / "cache")
