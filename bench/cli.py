@@ -460,9 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--reference", default="copy", help="the reference to divide by (copy)")
     cmp.add_argument(
         "--metric",
-        default="estimated_cycles",
-        help="simulated sides: the count to decide on (estimated_cycles, instructions, "
-        "l1_misses, ll_misses; default estimated_cycles)",
+        help="simulated sides: the count to decide on (instructions, estimated_cycles, "
+        "l1_misses, ll_misses; default instructions, the one that does not move between "
+        "processes)",
     )
     cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")
     cmp.add_argument("--json", metavar="FILE", help="also write the verdict as JSON here")

@@ -171,8 +171,9 @@ def test_mixing_a_simulated_side_with_a_wall_time_side_is_refused(tmp_path):
 def test_the_metric_named_is_the_one_decided_on(tmp_path):
     base = write_counted_run(tmp_path / "base", {"eca": 3e6})
     new = write_counted_run(tmp_path / "new", {"eca": 3e6})
-    assert compare(base, new, metric="instructions").counted.metric == "instructions"
-    with pytest.raises(CompareInputError, match="allowed: estimated_cycles"):
+    assert compare(base, new).counted.metric == "instructions"  # the default: see counted.py
+    assert compare(base, new, metric="estimated_cycles").counted.metric == "estimated_cycles"
+    with pytest.raises(CompareInputError, match="allowed: instructions, estimated_cycles"):
         compare(base, new, metric="seconds")
 
 

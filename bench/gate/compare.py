@@ -290,7 +290,7 @@ def compare(
     alpha: float = 0.05,
     reference: str | None = "copy",
     strict: bool = False,
-    metric: str = "estimated_cycles",
+    metric: str | None = None,
 ) -> Comparison:
     """Compare two sides case by case (see the module docstring); simulated sides on their
     counts (`bench.gate.counted`). `threshold` defaults to the instrument's."""
@@ -312,7 +312,7 @@ def compare_sides(
     alpha: float = 0.05,
     reference: str | None = "copy",
     strict: bool = False,
-    metric: str = "estimated_cycles",
+    metric: str | None = None,
 ) -> Comparison:
     """`compare` on sides already loaded."""
     base_keys, new_keys = base.keys, new.keys

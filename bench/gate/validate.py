@@ -53,6 +53,7 @@ from ..sweep.cases import CASE_FIELDS
 from ..sweep.presets import PRESETS
 from ..sweep.rundir import RunDirectory
 from .compare import TESTED, compare_sides
+from .counted import DEFAULT_METRIC
 from .known_regression import FRACTION, SLOWED, SUFFIX
 from .sides import Run, Side, load_side
 
@@ -167,8 +168,8 @@ def _slowed_name(label: str) -> str | None:
 def _view(run: Run, *, slowed: bool) -> tuple[Run, dict[str, float]]:
     """The run as the real gate preset (no slowed copies), or with each slowed copy standing
     in for its original (under the original's case id); and the ids of the cases replaced,
-    each with how much more its copy costs in the same run (estimated cycles, copy / original;
-    NaN on wall time, where the slowdown is set, not measured)."""
+    each with how much more its copy costs in the same run (`_added`; NaN on wall time, where
+    the slowdown is set, not measured)."""
     cases = run.cases
     labels = cases["variant_label"].astype(str)
     copies = cases[labels.map(lambda v: _slowed_name(v) is not None)]
@@ -203,8 +204,9 @@ def _view(run: Run, *, slowed: bool) -> tuple[Run, dict[str, float]]:
 
 
 def _added(copy: pd.Series, original: pd.Series) -> float:
-    """A slowed copy's estimated cycles over its original's, in one run (NaN on wall time)."""
-    before, after = original.get("estimated_cycles"), copy.get("estimated_cycles")
+    """A slowed copy's count over its original's, in one run, in the metric the counted gate
+    decides on by default (NaN on wall time)."""
+    before, after = original.get(DEFAULT_METRIC), copy.get(DEFAULT_METRIC)
     if before is None or after is None or pd.isna(before) or pd.isna(after) or not before:
         return float("nan")
     return float(after) / float(before)
