@@ -16,7 +16,13 @@ from torch import nn
 import attention_variants as av
 from bench.sweep import runner
 from bench.sweep.cases import expand
-from bench.sweep.rundir import COLUMNS, DERIVED_COLUMNS, read_results, read_samples
+from bench.sweep.rundir import (
+    COLUMNS,
+    DERIVED_COLUMNS,
+    SCHEMA_VERSION,
+    read_results,
+    read_samples,
+)
 from bench.sweep.runner import resume_sweep, run_sweep
 from bench.sweep.spec import build_spec
 
@@ -79,7 +85,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     saved = yaml.safe_load((run / "spec.yaml").read_text())
     assert saved["variants"] == ["eca", "se"] and saved["resolutions"] == ["6x6", "4x5"]
     info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "complete" and info["schema_version"] == 2
+    assert info["status"] == "complete" and info["schema_version"] == SCHEMA_VERSION
     assert json.loads((run / "env.json").read_text())["torch"]
 
 

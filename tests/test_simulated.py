@@ -237,7 +237,8 @@ def test_one_run_per_side_passes_the_same_code_and_finds_one_more_pass(counted_r
     slower = compare(counted_runs["base"], counted_runs["slower"])
     verdicts = {c.fields["variant_label"]: (c.verdict, c.ratio) for c in slower.cases}
     assert verdicts["user_gate"][0] == "regression" and verdicts["user_gate"][1] > 1.02
-    assert verdicts["se"][0] == "unchanged"
+    # se, untouched, is not flagged (its interval may reach past 2%: its calls' spreads added)
+    assert verdicts["se"][0] in ("unchanged", "undetermined") and abs(verdicts["se"][1] - 1) < 0.01
     # the counts are close between processes: the same code within a fraction of a percent
     ratios = np.array([c.ratio for c in same.cases])
     assert np.all(np.abs(ratios - 1) < 0.01)
