@@ -4,11 +4,12 @@ Under ``timing.instrument: simulated`` a sweep runs in one process under
 ``valgrind --tool=callgrind --instr-atstart=no --cache-sim=yes``. Nothing is counted until a
 case's region starts (import, building and warm-up run uninstrumented); each counted call lies
 between two client requests (`csrc/valgrind_client.c`, built once with the system's C compiler
-and loaded with ctypes), and each region's counts are dumped to a file of their own and read
-back at once. The counts are instructions, first-level and last-level cache misses of a
-simulated cache of fixed geometry (`CACHES`), and an estimate of cycles by KCachegrind's
-formula (`CYCLE_FORMULA`). They depend on the code and the inputs, not on what else the machine
-does, so one run per side tells a change of a few percent.
+and loaded with ctypes), starts from empty simulated caches with the garbage collector off, and
+has its counts dumped to a file of its own, read once the case's calls are done. The counts
+are instructions, first-level and last-level cache misses of a simulated cache of fixed
+geometry (`CACHES`), and an estimate of cycles by KCachegrind's formula (`CYCLE_FORMULA`). They
+depend on the code and the inputs, not on what else the machine does, so one run per side
+tells a change of a few percent (the last level's misses less so: `bench.gate.counted`).
 
 What varies between processes is pinned: the hash seed, one thread, the inputs (seeded), and
 the CPU kernels PyTorch, MKL and oneDNN pick (`CPU_CAPABILITY`: valgrind runs no AVX-512, and
@@ -38,9 +39,13 @@ import torch
 LINE_BYTES = 64
 # the simulated caches, the same on every machine (valgrind would otherwise copy the host's):
 # size, associativity, line size
-# a last level of 32 MiB holds a training step's working set at the gate's shapes (up to 20 MB):
-# at 8 MiB, where the allocator put tensors moved a case's misses by up to 20% between processes
-CACHES = {"I1": (32768, 8, LINE_BYTES), "D1": (32768, 8, LINE_BYTES), "LL": (33554432, 16, 64)}
+# a last level of 32 MiB holds a training step's working set at the gate's shapes (up to 20 MB),
+# which overflowed 8 MiB
+CACHES = {
+    "I1": (32768, 8, LINE_BYTES),
+    "D1": (32768, 8, LINE_BYTES),
+    "LL": (33554432, 16, LINE_BYTES),
+}
 # the kernels PyTorch, MKL and oneDNN pick on this instrument: valgrind runs no AVX-512, and it
 # runs fused multiply-add in software (a 2x64x28x28 convolution: 2.7 s a call, against 0.02 s
 # without FMA), so the matrix libraries take their kernels without it
