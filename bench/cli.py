@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--metric",
         help="simulated sides: the count to decide on (instructions, estimated_cycles, "
-        "l1_misses, ll_misses; default instructions, the one that does not move between "
+        "l1_misses, ll_misses; default instructions, the one that moves least between "
         "processes)",
     )
     cmp.add_argument("--output", metavar="FILE", help="also write the Markdown report here")

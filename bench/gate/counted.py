@@ -30,9 +30,10 @@ from .sides import CompareInputError, Side
 
 # what a simulated row holds, and `bench compare --metric` may name
 COUNTED_METRICS = ("instructions", "estimated_cycles", "l1_misses", "ll_misses")
-# what the gate decides on unless told: instructions moved at most 0.2% between processes of
-# the same code in the validation (docs/how-to/simulated.md), while the simulated last level's
-# misses, and so the cycle estimate, moved up to 18% with where memory landed
+# what the gate decides on unless told: between processes of the same code a case's
+# instructions moved by 0.1% (median; 2.5% at most) in the validation (docs/how-to/simulated.md),
+# while the simulated last level's misses, and so the cycle estimate, jumped by up to 18% with
+# where memory landed
 DEFAULT_METRIC = "instructions"
 DEFAULT_THRESHOLD = 0.02  # counts move about 1% between processes (docs/how-to/simulated.md)
 # references whose counts measure the process, not the call's overhead alone
