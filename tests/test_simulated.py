@@ -262,3 +262,5 @@ def test_the_validation_scores_counted_runs_by_the_work_each_slowed_copy_added(t
     table = " ".join(summary(outcomes).split())
     assert "slowed by extra work (each case +6.0% to +6.0%, median +6.0%)" in table
     assert "slowed by at least 5%: flagged regression | 3 / 3 (100.0%)" in table
+    cycles = score(tmp_path, per_side=1, all_pairs=True, metric="estimated_cycles")
+    assert (cycles[cycles["kind"] == "same code"]["verdict"] == "unchanged").all()

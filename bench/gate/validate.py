@@ -249,6 +249,7 @@ def score(
     alpha: float = ALPHA,
     rounds: int | None = None,
     all_pairs: bool = False,
+    metric: str | None = None,
 ) -> pd.DataFrame:
     """Every compare's verdicts; with `rounds`, on each case's first `rounds` rounds only.
     Compares take consecutive windows of runs; with `all_pairs` (one run per side), every pair
@@ -275,7 +276,9 @@ def score(
             views = [_view(run, slowed=slowed) for run in new_runs]
             replaced = set.intersection(*(set(added) for _, added in views))
             new_side = Side([view for view, _ in views], "NEW")
-            result = compare_sides(base_side, new_side, threshold=threshold, alpha=alpha)
+            result = compare_sides(
+                base_side, new_side, threshold=threshold, alpha=alpha, metric=metric
+            )
             spread = (
                 result.between_runs.relative_sd
                 if result.counted is None
@@ -374,6 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     scored.add_argument("--threshold", type=float, default=None,
                         help="default: the instrument's (10% on wall time, 2% on counts)")  # fmt: skip
     scored.add_argument("--alpha", type=float, default=ALPHA)
+    scored.add_argument("--metric", default=None,
+                        help="simulated runs: the count to decide on (default: the gate's)")  # fmt: skip
     scored.add_argument(
         "--all-pairs",
         action="store_true",
@@ -400,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds is not None and args.rounds < 2:
         parser.error(f"--rounds {args.rounds}: allowed: 2 or more (a test needs two per side)")
     outcomes = score(args.directory, args.per_side, args.threshold, args.alpha, args.rounds,
-                     all_pairs=args.all_pairs)  # fmt: skip
+                     all_pairs=args.all_pairs, metric=args.metric)  # fmt: skip
     outcomes.to_csv(args.directory / "outcomes.csv", index=False)
     runs = sorted(d for d in args.directory.glob("run-*") if RunDirectory.holds_run(d))
     flagged, measured = map(sum, zip(*(contended_share(d) for d in runs), strict=True))
