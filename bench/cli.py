@@ -1,5 +1,5 @@
-"""``python -m bench run | list | schema | merge | report | compare | fused | network | ab |
-history``: the suite's command line."""
+"""``python -m bench run | list | schema | merge | report | compare | fused | network |
+gpu-report | ab | history``: the suite's command line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attention_variants as av
 
+from . import gpu_report
 from .history.commands import add_history_parser, command_history
 from .programs import (
     add_check_arguments,
@@ -64,6 +65,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_preset: str | Non
         choices=("wall", "simulated"),
         help="wall: time on the clock; simulated: count instructions and simulated cache "
         "misses under valgrind, one run per side enough for the gate (timing.instrument)",
+    )
+    sweep.add_argument(
+        "--launch",
+        help="eager, graph or eager,graph: graph replays the calls from a CUDA graph over "
+        "rotated copies of the input (device time, L2 cold; CUDA only) (timing.launch)",
     )
     sweep.add_argument(
         "--no-references",
@@ -178,7 +184,10 @@ def _executor_block(args: argparse.Namespace) -> dict | None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in (*OVERRIDES, "profile")}
-    timing = {"rounds": args.rounds, "max_time_s": args.max_time_s, "instrument": args.instrument}
+    timing = {
+        "rounds": args.rounds, "max_time_s": args.max_time_s, "instrument": args.instrument,
+        "launch": args.launch,
+    }  # fmt: skip
     timing = {k: v for k, v in timing.items() if v is not None}
     if timing:
         overrides["timing"] = timing
@@ -201,6 +210,7 @@ SWEEP_FLAGS = (
     "rounds",
     "max_time_s",
     "instrument",
+    "launch",
     *OVERRIDES,
     *EXECUTOR_FLAGS,
 )
@@ -483,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_network_arguments(network)
     network.set_defaults(handler=command_network)
+    gpu = commands.add_parser(
+        "gpu-report",
+        help="the fused blocks' GPU figures in one go (fixed cost, fused, ResNet-50; eager and "
+        "graph-replayed) into results/gpu/<device>",
+    )
+    gpu_report.add_arguments(gpu)
+    gpu.set_defaults(handler=gpu_report.command_gpu_report)
     ab = commands.add_parser(
         "ab",
         help="sweep two git revisions interleaved on this machine, then compare",

@@ -21,11 +21,18 @@ GPU_SHAPES = ["32x256x56x56", "128x512x14x14", "64x1024x14x14", "32x2048x7x7", "
 def add_fused_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--mode", default="infer", choices=["infer", "train"])
+    parser.add_argument("--dtypes", default="float32", help="float32, float16, bfloat16, ...")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=0.2, help="least timing per case")
     parser.add_argument("--compile", action="store_true", help="also torch.compile of each")
     parser.add_argument("--shapes", help="BxCxHxW,... (default: the preset's, or GPU_SHAPES)")
     parser.add_argument("--fixed-cost", action="store_true", help="only a call's fixed cost")
+    parser.add_argument(
+        "--no-kernel-traffic", dest="kernel_traffic", action="store_false",
+        help="skip counting the Triton kernels' bytes under the interpreter (a few seconds a "
+        "shape, then cached)",
+    )  # fmt: skip
+    _launch_argument(parser)
     _common(parser)
 
 
@@ -40,7 +47,16 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--budget-s", type=float, default=1.6, help="least timing per network")
     parser.add_argument("--profile", action="store_true", help="a torch.profiler trace each")
+    _launch_argument(parser)
     _common(parser)
+
+
+def _launch_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--launch", default="eager",
+        help="eager, graph or eager,graph: graph replays each call from a CUDA graph (its "
+        "device time; eager minus graph is the launch cost; CUDA only)",
+    )  # fmt: skip
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +66,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def fused_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
-        "devices": args.device, "modes": args.mode, "compile": "off,on" if args.compile else "off",
+        "devices": args.device, "modes": args.mode, "dtypes": args.dtypes,
+        "compile": "off,on" if args.compile else "off",
         "timing": {"rounds": args.rounds, "min_time_s": args.budget_s,
-                   "max_time_s": 4 * args.budget_s},
+                   "max_time_s": 4 * args.budget_s, "launch": args.launch},
     }  # fmt: skip
     if args.shapes:
         overrides["shapes"] = args.shapes.split(",")
@@ -69,7 +86,7 @@ def network_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "network": {"depth": args.depth, "resolution": args.resolution,
                     "batch_sizes": args.batch_sizes, "modes": args.modes, "variants": blocks},
         "timing": {"rounds": args.rounds, "min_time_s": args.budget_s,
-                   "max_time_s": max(12.0, 4 * args.budget_s)},
+                   "max_time_s": max(12.0, 4 * args.budget_s), "launch": args.launch},
     }  # fmt: skip
 
 
@@ -89,17 +106,40 @@ def run_program(preset: str, overrides: dict[str, Any], args: argparse.Namespace
     if summary.interrupted:
         print(f"resume with: python -m bench run --resume {summary.run_dir}")
         return summary.exit_code
+    if getattr(args, "kernel_traffic", False):
+        count_kernel_traffic(summary.run_dir)
     for path in sorted(report(summary.run_dir)):
         if path.name.startswith(f"{table}_") and path.suffix == ".md":
             print(f"\n{path}:\n\n{path.read_text()}")
     return summary.exit_code
 
 
+def count_kernel_traffic(run_dir) -> bool:
+    """The run's fused rows' Triton kernel bytes, counted in a process of their own (Triton's
+    interpreter must be on before triton is imported); a failure is reported, not raised: the
+    sweep's results stand without the counts."""
+    import os
+    import subprocess
+
+    from attention_variants.fused import triton_available
+
+    if not triton_available():
+        print("kernel traffic: not counted (pip install triton to count the fused kernels)")
+        return False
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.measurement.kernel_traffic", str(run_dir)],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
+    if done.returncode != 0:
+        print(f"warning: counting the kernels' traffic failed (exit {done.returncode})")
+    return done.returncode == 0
+
+
 def command_fused(args: argparse.Namespace) -> int:
     if args.fixed_cost:
         from .measurement.fixed_cost import fixed_cost
 
-        fixed_cost()
+        fixed_cost(args.device, out=args.out)
         return 0
     return run_program("fused", fused_overrides(args), args, "fused")
 

@@ -324,11 +324,16 @@ def test_over_copy_is_the_median_of_paired_ratios():
     assert ratios["a"] == 3.0 and ratios["b"] == 0.5  # a sample without its copy is left out
 
 
-def test_fixed_cost_lists_every_way_to_call_a_block(capsys):
-    lines = fixed_cost(repeats=1, number=10)
-    assert len(lines) == 8 and lines[1].startswith("x.clone()")
+def test_fixed_cost_lists_every_way_to_call_a_block_and_profiles_the_fused_ones(capsys, tmp_path):
+    lines = fixed_cost(repeats=1, number=10, out=tmp_path)
+    assert len(lines) == 10 and lines[1].startswith("x.clone()")
     assert all(float(line.split()[-2]) > 0 for line in lines[1:])
     assert capsys.readouterr().out.splitlines() == lines
+    assert (tmp_path / "fixed_cost.txt").read_text().splitlines() == lines
+    for name in ("eca_fused", "se_fused"):
+        table = (tmp_path / f"profile_{name}.txt").read_text()
+        assert "fused_call" in table and f"attention_variants_cpu::{name[:-6]}_gate" in table
+        assert (tmp_path / f"profile_{name}.json").stat().st_size > 0
 
 
 def test_each_source_of_the_cpu_kernels_has_a_build_of_its_own(tmp_path, monkeypatch):

@@ -434,6 +434,8 @@ def test_committed_run_directories_load_and_keep_their_case_ids(name):
         fields["model"] = fields["model"] or ""
         key = [int(v) if f in ("batch", "channels", "height", "width") else v
                for f, v in fields.items()]  # fmt: skip
+        if fields["launch"] == "eager":  # ids from before the launch axis: hashed without it
+            key = key[:-1]
         assert hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12] == row["case_id"]
     assert set(run_dir.samples().case_id) <= set(rows.case_id)
 

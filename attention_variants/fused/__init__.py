@@ -2,10 +2,10 @@
 
 On CPUs a C++/OpenMP extension (compiled on first use) pools, gates and scales while the data is
 in cache; its ops `attention_variants_cpu.eca_gate` / `.se_gate` carry their autograd in C++, so
-no Python runs between the call and the kernel. On CUDA, Triton kernels behind the Python custom
-ops `attention_variants.eca_gate` / `.se_gate` (triton is optional: without it these variants
-raise a clear error on CUDA and still run on CPUs). All are custom ops, so torch.compile can
-trace them and the dispatcher sees them by name.
+no Python runs between the call and the kernel. On CUDA, Triton kernels behind the
+`torch.library.triton_op`s `attention_variants.eca_gate` / `.se_gate` (triton is optional:
+without it these variants raise a clear error on CUDA and still run on CPUs). All are torch
+ops, so torch.compile can trace them and the dispatcher sees them by name.
 """
 
 from torch import Tensor
@@ -40,6 +40,11 @@ class ECAFused(ECA):
             return extension().eca_gate(x, self.conv.weight)[0]
         return eca_gate(x, self.conv.weight)[0]
 
+    def triton_gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(y, pooled, gate) from the Triton op that runs on CUDA (CPU tensors: under
+        TRITON_INTERPRET=1)."""
+        return eca_gate(x, self.conv.weight)
+
 
 @register(
     "se_fused",
@@ -55,6 +60,12 @@ class SqueezeExciteFused(SqueezeExcite):
         mlp = self.mlp
         gate = extension().se_gate if x.device.type == "cpu" else se_gate
         return gate(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)[0]
+
+    def triton_gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(y, pooled, gate) from the Triton op that runs on CUDA (CPU tensors: under
+        TRITON_INTERPRET=1)."""
+        mlp = self.mlp
+        return se_gate(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
 
 
 __all__ = ["ECAFused", "SqueezeExciteFused", "backend", "eca_gate", "se_gate", "triton_available"]

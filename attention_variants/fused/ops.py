@@ -1,13 +1,19 @@
-"""The fused gates as PyTorch custom ops, with autograd and fake (meta) implementations.
+"""The fused gates on CUDA as PyTorch ops backed by Triton kernels, with autograd.
 
-Being custom ops, they are traced whole by torch.compile and seen by name at the dispatcher
-(``attention_variants.eca_gate``, ...), where bench.measurement.counting scores them with a formula.
-Each forward returns (y, pooled, gate): pooled and gate are (B, C) float32, kept for backward.
+Each is a `torch.library.triton_op`: in eager mode it calls its kernels directly (no autotuner,
+no higher-order-op dispatch: see `triton_kernels`), torch.compile traces into the kernels, and
+the dispatcher sees it by name (``attention_variants.eca_gate``, ...), where
+bench.measurement.counting scores it with a formula. Each forward returns (y, pooled, gate):
+pooled and gate are (B, C) float32, kept for backward.
+
+The CPU blocks do not go through these ops: they call the C++ library (`cpu.py`). CPU tensors
+run these ops only under TRITON_INTERPRET=1, which is how the tests check them without a GPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from types import ModuleType
 
 import torch
@@ -20,21 +26,48 @@ def triton_available() -> bool:
 
 
 def backend(device: torch.device) -> ModuleType:
-    """The kernels for `device`: the C++ extension on CPUs, Triton on CUDA."""
-    if device.type == "cpu":
-        from .cpu import extension
+    """The Triton kernels, on CUDA (or on CPU tensors under TRITON_INTERPRET=1)."""
+    interpreted = device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type not in ("cuda", "meta") and not interpreted:
+        raise RuntimeError(
+            f"the Triton-backed fused ops run on cuda tensors, not {device.type} (on CPUs the "
+            "fused blocks call the C++ library, attention_variants_cpu; Triton's interpreter "
+            "runs these ops on CPU tensors when TRITON_INTERPRET=1)"
+        )
+    if not triton_available():
+        raise RuntimeError(
+            "the fused attention variants need triton on CUDA devices: pip install triton "
+            "(or use the eager variants, e.g. 'eca' instead of 'eca_fused')"
+        )
+    from . import triton_kernels
 
-        return extension()
-    if device.type == "cuda":
-        if not triton_available():
-            raise RuntimeError(
-                "the fused attention variants need triton on CUDA devices: pip install triton "
-                "(or use the eager variants, e.g. 'eca' instead of 'eca_fused')"
-            )
-        from . import triton_kernels
+    return triton_kernels
 
-        return triton_kernels
-    raise RuntimeError(f"the fused attention variants run on cpu and cuda, not {device.type}")
+
+# Compiled Triton kernels can be traced into (torch.compile sees them); interpreted ones cannot,
+# and without triton (CPU-only use) the ops only explain themselves when called
+TRACEABLE_KERNELS = triton_available() and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _gate_op(name: str, fake):
+    """A `torch.library.triton_op` (in eager mode it launches its kernels without Triton's
+    higher-order-op dispatch; traced, torch.compile sees the kernels), or, where the kernels
+    are not traceable, an opaque custom op with `fake` for its shapes."""
+
+    def define(fn):
+        if TRACEABLE_KERNELS:
+            return torch.library.triton_op(name, fn, mutates_args=())
+        op = torch.library.custom_op(name, fn, mutates_args=())
+        op.register_fake(fake)
+        return op
+
+    return define
+
+
+def _gate_outputs(x: Tensor, *_) -> tuple[Tensor, Tensor, Tensor]:
+    b, c = x.shape[:2]
+    stats = x.new_empty((b, c), dtype=torch.float32)
+    return torch.empty_like(x), stats, torch.empty_like(stats)
 
 
 def _like_x(t: Tensor, x: Tensor) -> Tensor:
@@ -53,39 +86,29 @@ def _standard_layout(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def _gate_outputs(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    b, c = x.shape[:2]
-    stats = x.new_empty((b, c), dtype=torch.float32)
-    return torch.empty_like(x), stats, torch.empty_like(stats)
+def _vector(t: Tensor | None) -> Tensor | None:
+    """A parameter as the kernels read it: float32, contiguous."""
+    return None if t is None else t.detach().float().contiguous()
 
 
 # ---- the two-pass backward shared by every gate --------------------------------------------------
 
 
-@torch.library.custom_op("attention_variants::channel_dot", mutates_args=())
+@_gate_op(
+    "attention_variants::channel_dot",
+    lambda dy, x: x.new_empty(x.shape[:2], dtype=torch.float32),
+)
 def channel_dot(dy: Tensor, x: Tensor) -> Tensor:
     """sum over H*W of dy * x, per (b, c), in float32."""
     x = _standard_layout(x)
     return backend(x.device).channel_dot(_like_x(dy, x), x)
 
 
-@channel_dot.register_fake
-def _(dy, x):
-    return x.new_empty(x.shape[:2], dtype=torch.float32)
-
-
-@torch.library.custom_op("attention_variants::gate_input_grad", mutates_args=())
+@_gate_op("attention_variants::gate_input_grad", lambda dy, gate, dpooled: torch.empty_like(dy))
 def gate_input_grad(dy: Tensor, gate: Tensor, dpooled: Tensor) -> Tensor:
     """dx = dy * gate + dpooled / (H*W): the input gradient of x * gate(mean(x))."""
     dy = _standard_layout(dy)
-    return backend(dy.device).gate_input_grad(
-        dy, gate.float().contiguous(), dpooled.float().contiguous()
-    )
-
-
-@gate_input_grad.register_fake
-def _(dy, gate, dpooled):
-    return torch.empty_like(dy)
+    return backend(dy.device).gate_input_grad(dy, _vector(gate), _vector(dpooled))
 
 
 def _sigmoid_grad(dgate: Tensor, gate: Tensor) -> Tensor:
@@ -95,17 +118,12 @@ def _sigmoid_grad(dgate: Tensor, gate: Tensor) -> Tensor:
 # ---- ECA -------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("attention_variants::eca_gate", mutates_args=())
+@_gate_op("attention_variants::eca_gate", _gate_outputs)
 def eca_gate(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """ECA fused: y = x * sigmoid(conv1d(mean_hw(x))), with pooled and gate for backward."""
     x = _standard_layout(x)
-    y, pooled, gate = backend(x.device).eca_forward(x, weight.detach())
+    y, pooled, gate = backend(x.device).eca_forward(x, _vector(weight.reshape(-1)))
     return y, pooled, gate
-
-
-@eca_gate.register_fake
-def _(x, weight):
-    return _gate_outputs(x)
 
 
 def _eca_setup(ctx, inputs, output):
@@ -118,9 +136,6 @@ def _eca_backward(ctx, dy, dpooled_out, dgate_out):
     x, weight, pooled, gate = ctx.saved_tensors
     x = _standard_layout(x)
     dy = _like_x(dy, x)
-    kernels = backend(x.device)
-    if hasattr(kernels, "eca_backward"):  # the CPU library: one call, no Python in between
-        return kernels.eca_backward(dy, x, weight, pooled, gate, dgate_out, dpooled_out)
     dgate = channel_dot(dy, x)
     if dgate_out is not None:
         dgate = dgate + dgate_out
@@ -142,22 +157,16 @@ eca_gate.register_autograd(_eca_backward, setup_context=_eca_setup)
 # ---- SE --------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("attention_variants::se_gate", mutates_args=())
+@_gate_op("attention_variants::se_gate", _gate_outputs)
 def se_gate(
     x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """SE fused: y = x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2), with pooled and gate."""
     x = _standard_layout(x)
-    detach = lambda t: None if t is None else t.detach()  # noqa: E731
     y, pooled, gate = backend(x.device).se_forward(
-        x, w1.detach(), detach(b1), w2.detach(), detach(b2)
+        x, _vector(w1), _vector(b1), _vector(w2), _vector(b2)
     )
     return y, pooled, gate
-
-
-@se_gate.register_fake
-def _(x, w1, b1, w2, b2):
-    return _gate_outputs(x)
 
 
 def _se_setup(ctx, inputs, output):
@@ -171,9 +180,6 @@ def _se_backward(ctx, dy, dpooled_out, dgate_out):
     x, w1, b1, w2, b2, pooled, gate = ctx.saved_tensors
     x = _standard_layout(x)
     dy = _like_x(dy, x)
-    kernels = backend(x.device)
-    if hasattr(kernels, "se_backward"):  # the CPU library: one call, no Python in between
-        return kernels.se_backward(dy, x, w1, b1, w2, b2, pooled, gate, dgate_out, dpooled_out)
     dgate = channel_dot(dy, x)
     if dgate_out is not None:
         dgate = dgate + dgate_out

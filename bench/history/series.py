@@ -17,6 +17,7 @@ import pandas as pd
 from ..gate.model import held_slope
 from ..statistics import geometric_mean_interval
 from ..sweep.cases import SETTING_FIELDS, SHAPE_FIELDS
+from .store import with_launch
 
 POINT_COLUMNS = (
     "machine", "machine_label", "case_id", "label", "variant_label", *SHAPE_FIELDS,
@@ -43,6 +44,7 @@ def commit_order(rounds: pd.DataFrame) -> list[str]:
 def case_points(rounds: pd.DataFrame) -> pd.DataFrame:
     """One row per machine, case and commit (see the module docstring), in commit order;
     `value` and `se` are on the log scale, `position` the commit's place in `commit_order`."""
+    rounds = with_launch(rounds)
     order = {commit: i for i, commit in enumerate(commit_order(rounds))}
     variants = rounds[(rounds["role"] != "reference") & (rounds["time_s"] > 0)]
     points = []

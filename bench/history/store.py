@@ -190,7 +190,15 @@ class HistoryStore:
         files = sorted(self.path.glob("machine=*/*.parquet"))
         if not files:
             raise HistoryError(f"{self.path}: no run in this history store yet (bench history add)")
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rounds = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return with_launch(rounds)
+
+
+def with_launch(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Rounds stored before the launch axis existed were all launched eagerly."""
+    if "launch" not in rounds:
+        return rounds.assign(launch="eager")
+    return rounds.assign(launch=rounds["launch"].fillna("eager"))
 
     def commits(self, machine: str) -> set[str]:
         """The commits stored for a machine."""

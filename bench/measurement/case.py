@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from torch import nn
 
 from .contract import OutputContract
@@ -21,7 +21,23 @@ from .counting import Counts, count
 from .memory import peak_memory
 from .quality import CpuLoad, CpuLoadWindow, GpuWatch, load_flags, sample_flags
 from .references import REFERENCES
-from .timing import Measurement, combine, measure, mode_fn, thread_count
+from .timing import (
+    Measurement,
+    Rotation,
+    combine,
+    l2_cache_bytes,
+    measure,
+    mode_fn,
+    plan_rotation,
+    thread_count,
+)
+
+
+def _comma_list(value: Any) -> Any:
+    """``"eager,graph"`` (the command line's form) or one value -> a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class TimingBudget(BaseModel):
@@ -33,6 +49,13 @@ class TimingBudget(BaseModel):
         description="wall: time each case on the clock; simulated: count one call's "
         "instructions and simulated cache misses under valgrind (one thread, CPU only; the "
         "budget below then only sets the warm-up)",
+    )
+    launch: Annotated[list[Literal["eager", "graph"]], BeforeValidator(_comma_list)] = Field(
+        ["eager"],
+        min_length=1,
+        description="eager: each call launched from Python (device time plus launch cost); "
+        "graph: the calls replayed from a CUDA graph over rotated copies of the input (device "
+        "time, L2 cold; CUDA only). Both: a row each, and eager minus graph is the launch cost",
     )
     warmup_s: float = Field(0.05, ge=0, description="warm-up before any sample, per round")
     min_time_s: float = Field(0.1, ge=0, description="sample at least this long (all rounds)")
@@ -98,6 +121,7 @@ class CaseMeasurement:
     flags: list[str] = field(default_factory=list)  # see bench.measurement.quality
     cpu_load: CpuLoad | None = None
     compile_stats: CompileStats | None = None
+    rotation: Rotation | None = None  # graph launch: what kept the L2 cold
 
 
 # a sweep keeps every compiled case alive at once (round after round): dynamo may hold an entry
@@ -168,6 +192,7 @@ class TimedRound:
     cpu_load: CpuLoad | None
     wall_s: float
     gpu_flags: list[str] = field(default_factory=list)
+    rotation: Rotation | None = None  # graph launch: the input's copies the replay cycles
 
 
 def time_round(
@@ -178,26 +203,40 @@ def time_round(
     *,
     threads: int | None = None,
     reference: nn.Module | None = None,
+    launch: str = "eager",
+    call_bytes: int | None = None,
 ) -> TimedRound:
     """One round on a fresh copy of `x`, each sample of `module` followed by one of `reference`
     on the same copy, with its own calibration, inside a CPU-load window. `module`'s first use
     is done (`first_call`, or an earlier round of the same case), so its warm-up makes no
-    extra call."""
+    extra call. `launch="graph"` (CUDA): the calls on `plan_rotation`'s copies of `x` (for a
+    call that moves `call_bytes`; default: reading x and writing its like), and the
+    reference's on the same copies, each replayed from a CUDA graph."""
     # where a tensor lands in memory moves cache-sized cases by several percent: each round
     # times a fresh copy, and the rounds together average that out
-    x_round = x.clone()
-    paired = None if reference is None else mode_fn(mode, reference, x_round)
+    rotation = None
+    if launch == "graph":
+        moved = call_bytes or 2 * x.numel() * x.element_size()
+        rotation = plan_rotation(moved, l2_cache_bytes(x.device))
+        copies = [x.clone() for _ in range(rotation.copies)]
+        timed: Any = [mode_fn(mode, module, copy) for copy in copies]
+        paired: Any = None if reference is None else [mode_fn(mode, reference, c) for c in copies]
+    else:
+        x_round = x.clone()
+        timed = mode_fn(mode, module, x_round)
+        paired = None if reference is None else mode_fn(mode, reference, x_round)
     gpu = GpuWatch(x.device) if x.device.type == "cuda" else None
     used_threads = threads if threads is not None else torch.get_num_threads()
     started = time.perf_counter()
     with CpuLoadWindow(used_threads) as window:
         timing = measure(
-            mode_fn(mode, module, x_round), reference=paired, device=str(x.device),
-            threads=threads, first_use_done=True, **settings,
+            timed, reference=paired, device=str(x.device), threads=threads,
+            first_use_done=True, **settings,
         )  # fmt: skip
     return TimedRound(
-        timing, window.load, time.perf_counter() - started, [] if gpu is None else gpu.check()
-    )
+        timing, window.load, time.perf_counter() - started,
+        [] if gpu is None else gpu.check(), rotation,
+    )  # fmt: skip
 
 
 def time_rounds(
@@ -278,6 +317,8 @@ def round_flags(rounds: list[TimedRound]) -> tuple[Measurement, list[str]]:
     flags = sample_flags(timing)
     for r in rounds:
         flags += [f for f in load_flags(r.cpu_load) + r.gpu_flags if f not in flags]
+    if any(r.rotation is not None and not r.rotation.cold for r in rounds):
+        flags.append("warm_l2")
     return timing, flags
 
 
@@ -294,6 +335,7 @@ def finish_case(prepared: PreparedCase, rounds: list[TimedRound]) -> CaseMeasure
         flags=flags,
         cpu_load=worst,
         compile_stats=prepared.compile_stats,
+        rotation=next((r.rotation for r in rounds if r.rotation is not None), None),
     )
 
 

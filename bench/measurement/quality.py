@@ -45,6 +45,7 @@ FLAGS = (
     "few_samples",
     "gpu_throttled",
     "gpu_shared",
+    "warm_l2",
 )
 # the machine, not the samples, was off: no statistic can correct for these
 MACHINE_FLAGS = ("contended", "contention_unchecked", "gpu_throttled", "gpu_shared")
@@ -57,6 +58,9 @@ FLAG_HINTS = {  # what a flag means for the number, and what to do about it
     "--max-time 2, or timing: {max_time_s: 2.0} in a spec file)",
     "gpu_throttled": "the GPU's clocks were held down (power, heat); let it cool and rerun",
     "gpu_shared": "another process used the GPU; rerun with the GPU to yourself",
+    "warm_l2": "graph-replayed, its calls move so little that even the most copies of its "
+    "input (bench.measurement.timing.MAX_ROTATION_COPIES) leave under 5 L2s of traffic "
+    "between two reads of one: its time may be the L2's",
 }
 PROC_STAT = Path("/proc/stat")
 # /proc/stat's cpuN fields: user nice system idle iowait irq softirq steal guest guest_nice

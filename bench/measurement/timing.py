@@ -3,7 +3,8 @@
 CPU: `time.perf_counter_ns` around blocks of calls, each block long enough that reading the clock
 costs under 0.1% of it. CUDA: CUDA events around each sample, a synchronize, and an L2 flush
 (writing a buffer larger than the L2) between samples outside the timed region, as
-`triton.testing.do_bench` does; optionally the calls are replayed from a CUDA graph.
+`triton.testing.do_bench` does; or calls on rotated copies of the input replayed from one CUDA
+graph (device time without launches; the copies keep the L2 cold, since a graph cannot flush).
 
 ``python -m bench check timing`` checks it against ``torch.utils.benchmark``.
 """
@@ -278,18 +279,11 @@ class _CudaTimer:
     """Times one call between CUDA events, after an L2 flush outside the timed region."""
 
     def __init__(
-        self, fn, device, *, warmup_s: float, l2_flush: bool, cuda_graph: bool,
-        first_use_done: bool,
+        self, fn, device, *, warmup_s: float, l2_flush: bool, first_use_done: bool,
     ):  # fmt: skip
         sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
         sync()
         self.warmup_calls, _ = _warm_up(fn, warmup_s, sync, first_use_done)
-        if cuda_graph:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            fn = graph.replay
-            fn()
         self.fn = fn
         self.block_size = 1
         self.flush = _l2_flush_buffer(device) if l2_flush else None
@@ -306,8 +300,80 @@ class _CudaTimer:
         return self.begin.elapsed_time(self.end) / 1e3
 
 
+# ---- CUDA-graph replay with a cold L2 ----------------------------------------------------------
+
+# a replayed graph cannot flush the L2 between its calls, so its calls read rotated copies of
+# the input (as flashinfer's bench_gpu_time does), enough that at least this many L2s of
+# traffic pass between two reads of the same copy: each copy has left the L2 by then
+L2_COLD_FACTOR = 5
+MAX_ROTATION_COPIES = 512  # a tiny call under a large L2 stays warm (flagged warm_l2)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """How many copies of a case's input one replayed graph cycles through, the bytes one call
+    moves (the dispatcher counter's), and whether the traffic between two reads of a copy
+    reaches `L2_COLD_FACTOR` L2s."""
+
+    copies: int
+    call_bytes: int
+    l2_bytes: int
+
+    @property
+    def rotated_bytes(self) -> int:
+        """The traffic of one cycle through the copies: what passes between two reads of one."""
+        return self.copies * self.call_bytes
+
+    @property
+    def cold(self) -> bool:
+        return self.rotated_bytes >= L2_COLD_FACTOR * self.l2_bytes
+
+
+def plan_rotation(
+    call_bytes: int, l2_bytes: int, max_copies: int = MAX_ROTATION_COPIES
+) -> Rotation:
+    needed = -(-L2_COLD_FACTOR * l2_bytes // max(call_bytes, 1))
+    return Rotation(max(1, min(needed, max_copies)), call_bytes, l2_bytes)
+
+
+def l2_cache_bytes(device: torch.device) -> int:
+    return int(torch.cuda.get_device_properties(device).L2_cache_size)
+
+
+class _CudaGraphTimer:
+    """Captures `calls` (one per rotated input) into one CUDA graph; a sample is one replay's
+    time between CUDA events over the number of calls: device time without launch cost."""
+
+    def __init__(self, calls: Sequence[Callable[[], Any]], device, *, warmup_s: float):
+        sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
+        sync()
+        # warm up on a side stream, as CUDA-graph capture asks (lazy init, autograd streams)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            self.warmup_calls, _ = _warm_up(lambda: [call() for call in calls], warmup_s, sync,
+                                            True)  # fmt: skip
+        torch.cuda.current_stream(device).wait_stream(side)
+        sync()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = [call() for call in calls]  # kept: the graph's memory stays valid
+        self.graph.replay()
+        sync()
+        self.block_size = len(calls)
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def sample(self) -> float:
+        self.begin.record()
+        self.graph.replay()
+        self.end.record()
+        self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1e3 / self.block_size
+
+
 def measure(
-    fn: Callable[[], Any],
+    fn: Callable[[], Any] | Sequence[Callable[[], Any]],
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
@@ -320,8 +386,7 @@ def measure(
     block_size: int | None = None,
     min_block_s: float = 1e-4,
     l2_flush: bool = True,
-    cuda_graph: bool = False,
-    reference: Callable[[], Any] | None = None,
+    reference: Callable[[], Any] | Sequence[Callable[[], Any]] | None = None,
     first_use_done: bool = False,
 ) -> Measurement:
     """Time `fn()` for at least `min_time_s`, then until the median's 95% CI half-width is within
@@ -330,7 +395,9 @@ def measure(
 
     CPU samples time blocks of `block_size` calls (chosen so a block lasts at least
     `min_block_s` and 1000x the clock's read cost); CUDA samples time one call each between
-    CUDA events, after an L2 flush when `l2_flush`; `cuda_graph` replays a captured graph.
+    CUDA events, after an L2 flush when `l2_flush`. A list of calls (CUDA only; each on its own
+    copy of the input, see `plan_rotation`) is captured into one CUDA graph and replayed: a
+    sample is the replay's time over the number of calls, the device's time without launches.
 
     With `reference` (e.g. a plain copy of the same tensor), each sample of `fn` is followed by
     one of `reference`: the pairs see the same moment of the machine, so their ratio cancels
@@ -350,13 +417,19 @@ def measure(
         )
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"measure: device={str(device)!r} is not supported; allowed: cpu, cuda")
+    if not callable(fn) and device.type != "cuda":
+        raise ValueError(
+            f"measure: a list of calls is replayed from a CUDA graph; device={str(device)!r} "
+            "has none (allowed: cuda)"
+        )
 
     def timer(f):
+        if not callable(f):
+            return _CudaGraphTimer(f, device, warmup_s=warmup_s)
         if device.type == "cuda":
             return _CudaTimer(
-                f, device, warmup_s=warmup_s, l2_flush=l2_flush, cuda_graph=cuda_graph,
-                first_use_done=first_use_done,
-            )  # fmt: skip
+                f, device, warmup_s=warmup_s, l2_flush=l2_flush, first_use_done=first_use_done
+            )
         return _CpuTimer(
             f, warmup_s=warmup_s, block_size=block_size, min_block_s=min_block_s,
             first_use_done=first_use_done,

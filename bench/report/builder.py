@@ -85,7 +85,7 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
                 rows, _ceiling_for(ceilings, device, dtype), plot_dir, name, colours
             )
     for name, rows in tables.groups(
-        blocks, ["device", "dtype", "memory_format", "compile", *per_batch]
+        blocks, ["device", "dtype", "memory_format", "compile", "launch", *per_batch]
     ):
         display, raw = tables.cost_table(rows)
         caption = (
@@ -99,8 +99,9 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
 
     samples = RunDirectory(run_dir).samples() if RunDirectory(run_dir).has_samples() else None
     if samples is not None and comparisons.fused_pairs(blocks):
+        traffic = RunDirectory(run_dir).kernel_traffic()
         for name, rows in tables.groups(blocks, ["device", "dtype", *per_machine]):
-            display, raw = comparisons.fused_table(rows, samples)
+            display, raw = comparisons.fused_table(rows, samples, traffic)
             if display.empty:
                 continue
             caption = (
@@ -108,14 +109,37 @@ def report(run_dir: str | Path, *, charts: bool = True) -> list[Path]:
                 "copy of the same tensor timed right after each sample (one read and one write: "
                 "the memory floor), the geometric mean over rounds of each round's median "
                 "ratio with its 95% interval over rounds, and fused / eager; copy in ms."
+                + (
+                    " The fused block's bytes as the counter scores its op (inputs read and "
+                    "outputs written once), beside the Triton kernels' loads and stores counted "
+                    "under the interpreter; in MB (10^6) and in passes over x."
+                    if traffic is not None
+                    else ""
+                )
             )
             written += tables.write_table(display, raw, table_dir, f"fused_{name}", caption)
             sections += _section(f"Fused against eager, {_setting(name)}", name, "fused")
 
+    launched = tables.ok_rows(results, role=("variant", "reference", "network"))
+    if set(launched["launch"]) >= {"eager", "graph"}:
+        for name, rows in tables.groups(launched, ["device", "dtype", *per_machine]):
+            display, raw = comparisons.launch_table(rows)
+            if display.empty:
+                continue
+            caption = (
+                f"Launch cost, {_setting(name)}: each case launched eagerly (device time plus "
+                "the calls from Python) and replayed from a CUDA graph over rotated copies of "
+                "its input (device time, with the L2 cold: `rotated / L2` is the traffic "
+                "between two reads of one copy, in L2s); medians in us, the launch cost their "
+                "difference."
+            )
+            written += tables.write_table(display, raw, table_dir, f"launch_{name}", caption)
+            sections += _section(f"Launch cost, {_setting(name)}", name, "launch")
+
     network = tables.ok_rows(results, role="network")
     per_batch = per_machine + (["batch"] if network["batch"].nunique() > 1 else [])
     for name, rows in tables.groups(
-        network, ["model", "device", "dtype", "memory_format", "compile", *per_batch]
+        network, ["model", "device", "dtype", "memory_format", "compile", "launch", *per_batch]
     ):
         display, raw = tables.network_table(rows)
         caption = (

@@ -54,10 +54,14 @@ def fused_pairs(rows: pd.DataFrame) -> bool:
     return any(f"{label}{FUSED_SUFFIX}" in labels for label in labels)
 
 
-def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fused_table(
+    rows: pd.DataFrame, samples: pd.DataFrame, traffic: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per shape, layout and block: eager and fused as multiples of a copy of the same tensor
     (the memory floor: one read, one write), fused / eager, and on CUDA the fused kernel's
-    bandwidth as a share of the copy's (both move the tensor twice)."""
+    bandwidth as a share of the copy's (both move the tensor twice). With `traffic` (a run's
+    kernel_traffic.csv), the fused block's counter bytes beside its Triton kernels' counted
+    bytes."""
     ratios = over_copy_interval(samples)
     copy_s = samples.groupby("case_id")["reference_seconds_per_call"].median()
     rows = rows.assign(
@@ -66,7 +70,7 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
         over_copy_high=rows["case_id"].map(ratios["high"]),
         copy_s=rows["case_id"].map(copy_s),
     )
-    keys = ["batch", "channels", "height", "width", "memory_format", "mode", "compile"]
+    keys = ["batch", "channels", "height", "width", "memory_format", "mode", "compile", "launch"]
     records = []
     for key, group in rows.groupby(keys, sort=False):
         by_label = group.set_index("variant_label")
@@ -84,6 +88,8 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
                 "fused_over_copy_ci_low": f["over_copy_low"],
                 "fused_over_copy_ci_high": f["over_copy_high"],
                 "fused_over_eager": f["over_copy"] / e["over_copy"],
+                "fused_counter_bytes": f["bytes_moved"],
+                **_counted(traffic, f["case_id"]),
                 "device": f["device"],
                 "quality": quality_text([*e["quality_flags"], *f["quality_flags"]]),
             })  # fmt: skip
@@ -92,7 +98,8 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
         return raw, raw
     display = pd.DataFrame({
         "shape": raw["shape"], "layout": raw["memory_format"], "mode": raw["mode"],
-        "compiled": raw["compile"].map({True: "yes", False: "no"}), "block": raw["block"],
+        "compiled": raw["compile"].map({True: "yes", False: "no"}), "launch": raw["launch"],
+        "block": raw["block"],
         "copy (ms)": raw["copy_ms"].map(lambda v: f"{v:.3f}"),
         "eager / copy [95% CI]": [_with_interval(*v) for v in zip(
             raw["eager_over_copy"], raw["eager_over_copy_ci_low"],
@@ -104,8 +111,38 @@ def fused_table(rows: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame
     })  # fmt: skip
     if raw["device"].astype(str).str.startswith("cuda").any():
         display["fused BW / copy BW"] = (100 / raw["fused_over_copy"]).map(lambda v: f"{v:.0f}%")
+    if traffic is not None:
+        display["fused bytes: counter"] = _bytes_and_passes(
+            raw["fused_counter_bytes"], raw["feature_map_bytes"]
+        )
+        display["fused bytes: kernels counted"] = _bytes_and_passes(
+            raw["kernel_bytes"], raw["feature_map_bytes"]
+        )
     display["quality"] = raw["quality"]
+    if (raw["launch"] == "eager").all():
+        display = display.drop(columns="launch")  # one launch: the column says nothing
     return display, raw
+
+
+def _counted(traffic: pd.DataFrame | None, case_id: str) -> dict[str, float]:
+    """The case's counted kernel bytes and the bytes of one pass over x (NaN: not counted)."""
+    found = None if traffic is None else traffic[traffic["case_id"] == case_id]
+    if found is None or found.empty:
+        return {"kernel_bytes": np.nan, "feature_map_bytes": np.nan}
+    first = found.iloc[0]
+    return {
+        "kernel_bytes": float(first["loaded_bytes"] + first["stored_bytes"]),
+        "feature_map_bytes": float(first["feature_map_bytes"]),
+    }
+
+
+def _bytes_and_passes(moved: pd.Series, one_pass: pd.Series) -> list[str]:
+    return [
+        "-" if not np.isfinite(m) else f"{m / 1e6:.2f} MB" + (
+            f" ({m / p:.2f} x)" if np.isfinite(p) and p > 0 else ""
+        )
+        for m, p in zip(moved.astype(float), one_pass.astype(float), strict=True)
+    ]  # fmt: skip
 
 
 def network_ratio_table(
@@ -119,7 +156,7 @@ def network_ratio_table(
         ["mode", "batch", "compile", "_block"], kind="stable"
     )
     records = []
-    for (mode, batch), group in rows.groupby(["mode", "batch"], sort=False):
+    for (mode, batch, launch), group in rows.groupby(["mode", "batch", "launch"], sort=False):
         plain = group[(group["variant_label"] == "none") & ~group["compile"]]
         if plain.empty:
             continue
@@ -130,7 +167,7 @@ def network_ratio_table(
             ratio, low, high = geometric_mean_interval((times[common] / base[common]).to_numpy())
             name = "plain" if row["variant_label"] == "none" else row["variant_label"]
             records.append({
-                "mode": mode, "batch": batch,
+                "mode": mode, "batch": batch, "launch": launch,
                 "network": name + (" compiled" if row["compile"] else ""),
                 "median_s": float(times.median()), "ratio_to_plain": ratio, "ratio_ci_low": low,
                 "ratio_ci_high": high, "rounds": len(common),
@@ -138,8 +175,9 @@ def network_ratio_table(
             })  # fmt: skip
     raw = pd.DataFrame(records)
     lines = []
-    for (mode, batch), group in raw.groupby(["mode", "batch"], sort=False) if len(raw) else []:
-        line = {"mode": mode, "batch": batch}
+    keys = ["mode", "batch", "launch"]
+    for (mode, batch, launch), group in raw.groupby(keys, sort=False) if len(raw) else []:
+        line = {"mode": mode, "batch": batch, "launch": launch}
         for _, row in group.iterrows():
             if row["network"] == "plain":
                 line["plain"] = f"{row['median_s'] * 1e3:.1f} ms"
@@ -153,3 +191,35 @@ def network_ratio_table(
             line[row["network"]] = f"{row['ratio_to_plain']:.3f}{interval}{flag}"
         lines.append(line)
     return pd.DataFrame(lines), raw
+
+
+def launch_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per case launched both ways: its eager time (device time plus launching from Python),
+    its CUDA-graph replay (device time alone, L2 cold) and the difference, the launch cost."""
+    identity = ["label_without_launch"]
+    rows = rows.assign(label_without_launch=rows["label"].str.removesuffix(" graph"))
+    eager = rows[rows["launch"] == "eager"].set_index(identity)
+    graph = rows[rows["launch"] == "graph"].set_index(identity)
+    both = eager.index.intersection(graph.index)
+    raw = pd.DataFrame({
+        "case": both,
+        "eager_s": eager.loc[both, "latency_median_s"].to_numpy(float),
+        "graph_s": graph.loc[both, "latency_median_s"].to_numpy(float),
+        "graph_rotated_bytes": graph.loc[both, "graph_rotated_bytes"].to_numpy(float),
+        "l2_bytes": graph.loc[both, "l2_bytes"].to_numpy(float),
+        "quality": [quality_text([*e, *g]) for e, g in zip(
+            eager.loc[both, "quality_flags"], graph.loc[both, "quality_flags"], strict=True)],
+    })  # fmt: skip
+    raw["launch_s"] = raw["eager_s"] - raw["graph_s"]
+    display = pd.DataFrame({
+        "case": raw["case"],
+        "eager (us)": raw["eager_s"].map(lambda v: f"{v * 1e6:.1f}"),
+        "graph replay (us)": raw["graph_s"].map(lambda v: f"{v * 1e6:.1f}"),
+        "launch cost (us)": raw["launch_s"].map(lambda v: f"{v * 1e6:.1f}"),
+        "launch share": (raw["launch_s"] / raw["eager_s"]).map(lambda v: f"{v:.0%}"),
+        "rotated / L2": (raw["graph_rotated_bytes"] / raw["l2_bytes"]).map(
+            lambda v: f"{v:.1f}"
+        ),
+        "quality": raw["quality"],
+    })  # fmt: skip
+    return display, raw

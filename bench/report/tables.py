@@ -86,8 +86,8 @@ def groups(rows: pd.DataFrame, keys: list[str]):
         values = values if isinstance(values, tuple) else (values,)
         parts = []
         for key, value in zip(keys, values, strict=True):
-            if key == "memory_format" and value == "contiguous":
-                continue
+            if (key, value) in (("memory_format", "contiguous"), ("launch", "eager")):
+                continue  # the defaults: names as before these settings existed
             if key == "compile":
                 if value in (True, "True"):
                     parts.append("compiled")

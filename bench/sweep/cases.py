@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # matching): who is measured, at which shape, in which setting. Rows carry these columns.
 IDENTITY_FIELDS = ("role", "model", "variant_label")
 SHAPE_FIELDS = ("batch", "channels", "height", "width")
-SETTING_FIELDS = ("dtype", "device", "mode", "memory_format", "compile")
+SETTING_FIELDS = ("dtype", "device", "mode", "memory_format", "compile", "launch")
 CASE_FIELDS = (*IDENTITY_FIELDS, *SHAPE_FIELDS, *SETTING_FIELDS)
 
 
@@ -46,6 +46,7 @@ class Case:
     memory_format: str
     compile: bool
     model: str = ""  # e.g. "resnet50" for network cases
+    launch: str = "eager"  # "graph": each call replayed from a CUDA graph
 
     @property
     def key(self) -> tuple:
@@ -58,13 +59,15 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.key).encode()).hexdigest()[:12]
+        # an eager launch hashes as before the launch axis existed: old runs keep their ids
+        key = self.key[:-1] if self.launch == "eager" else self.key
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
     @property
     def shape_key(self) -> tuple:
         """What FLOPs, MACs and bytes depend on: not the memory format or compilation (the
         device does: SDPA picks other kernels on CUDA)."""
-        role, model, label, batch, channels, height, width, dtype, device, mode, _, _ = self.key
+        role, model, label, batch, channels, height, width, dtype, device, mode, *_ = self.key
         return (role, model, label, batch, channels, height, width, dtype, device, mode)
 
     @property
@@ -74,13 +77,15 @@ class Case:
 
 def case_label(fields: Mapping[str, Any]) -> str:
     """A case's label from its identifying fields (a `Case`'s, or a results row's):
-    ``eca b2 c64 14x14 float32 cpu infer``, `` cl`` for channels_last, `` compiled``."""
+    ``eca b2 c64 14x14 float32 cpu infer``, `` cl`` for channels_last, `` compiled``, `` graph``
+    for a CUDA-graph launch."""
     label = fields["variant_label"]
     what = f"{fields['model']}+{label}" if fields.get("model") else label
     extras = "".join(
         [
             "" if fields.get("memory_format", "contiguous") == "contiguous" else " cl",
             " compiled" if str(fields.get("compile")).lower() == "true" else "",
+            " graph" if fields.get("launch") == "graph" else "",
         ]
     )
     return (
@@ -124,24 +129,25 @@ def expand(spec: SweepSpec) -> list[Case]:
         [VariantSpec(name) for name in ("identity", *REFERENCES)] if spec.references else []
     )
     settings = [
-        (device, dtype, mode, fmt, compiled)
+        (device, dtype, mode, fmt, compiled, launch)
         for device in spec.devices
         for dtype in spec.dtypes
         for mode in spec.modes
         for fmt in spec.memory_formats
         for compiled in spec.compile
+        for launch in spec.timing.launch
     ]
-    for device, dtype, mode, fmt, compiled in settings:
+    for device, dtype, mode, fmt, compiled, launch in settings:
         if not spec.variants:
             break  # a network-only sweep
         for batch, channels, height, width in shapes_of(spec):
             shape = (batch, channels, height, width, dtype, device, mode, fmt, compiled)
             for reference in references:
-                cases.append(Case("reference", reference, *shape))
+                cases.append(Case("reference", reference, *shape, launch=launch))
             for variant in spec.variants:
                 if spec.references and variant.label == "identity":
                     continue  # already measured as a reference
-                cases.append(Case("variant", variant, *shape))
+                cases.append(Case("variant", variant, *shape, launch=launch))
     if spec.network is not None:
         cases.extend(_network_cases(spec))
     return cases
@@ -167,7 +173,7 @@ def _network_cases(spec: SweepSpec) -> Iterator[Case]:
         for dtype in spec.dtypes:
             for mode in network.modes:
                 for fmt in spec.memory_formats:
-                    for compiled in spec.compile:
+                    for compiled, launch in product(spec.compile, spec.timing.launch):
                         for batch, variant in product(network.batch_sizes, variants):
                             yield Case(
                                 "network",
@@ -182,4 +188,5 @@ def _network_cases(spec: SweepSpec) -> Iterator[Case]:
                                 fmt,
                                 compiled,
                                 model=model,
+                                launch=launch,
                             )

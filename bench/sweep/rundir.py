@@ -32,7 +32,7 @@ from ..measurement.counting import Counts
 from ..measurement.quality import FLAGS
 from ..measurement.references import REFERENCE_NAMES
 from ..measurement.simulated import SimulatedCounts, median_call, relative_spread
-from ..measurement.timing import MIN_SAMPLES_FOR_CI, Measurement
+from ..measurement.timing import MIN_SAMPLES_FOR_CI, Measurement, Rotation
 from .cases import Case, case_label
 from .shards import Shard
 
@@ -57,6 +57,7 @@ RESULT_COLUMNS = [
     *_columns("int", "batch channels height width"),
     *_columns("str", "dtype device mode memory_format"),
     Column("compile", "bool"),
+    Column("launch", "str"),  # eager, or graph (replayed from a CUDA graph)
     Column("threads", "int"),
     *_columns("str", "status error"),
     *_columns("float", "latency_median_s latency_iqr_s latency_ci_low_s latency_ci_high_s"),
@@ -75,6 +76,8 @@ RESULT_COLUMNS = [
     # spread of estimated cycles ((largest - smallest) / median)
     *_columns("int", "instructions l1_misses ll_misses estimated_cycles ll_bytes"),
     Column("cycles_spread", "float"),
+    # a graph launch: the input's copies a replay cycles through, the traffic of one cycle, the L2
+    *_columns("int", "graph_copies graph_rotated_bytes l2_bytes"),
 ]
 COLUMNS = [c.name for c in RESULT_COLUMNS]
 MACHINE_COLUMN = "machine"  # only in a merge of shards from different machines
@@ -93,6 +96,7 @@ SAMPLE_COLUMNS = [
 _SPEC, _ENV, _INFO = "spec.yaml", "env.json", "run.json"
 _RESULTS, _SAMPLES, _CEILINGS = "results.csv", "samples.csv", "ceilings.csv"
 _PARQUET, _IN_PROGRESS, _SHARDS = "results.parquet", "in_progress.json", "shards"
+_KERNEL_TRAFFIC = "kernel_traffic.csv"  # the Triton kernels' counted bytes per fused case
 
 
 class RunDirectoryError(ValueError):
@@ -223,7 +227,7 @@ def result_row(case: Case, run_id: str, seed: int, **outcome: Any) -> dict[str, 
         "variant_label": case.variant.label, "batch": case.batch, "channels": case.channels,
         "height": case.height, "width": case.width, "dtype": case.dtype, "device": case.device,
         "mode": case.mode, "memory_format": case.memory_format, "compile": case.compile,
-        "seed": seed,
+        "launch": case.launch, "seed": seed,
     }  # fmt: skip
     unknown = set(outcome) - set(COLUMNS)
     if unknown:
@@ -248,6 +252,16 @@ def measured_fields(measured: CaseMeasurement, batch: int) -> dict[str, Any]:
         "compile_graphs": None if compiled is None else compiled.graphs,
         "compile_graph_breaks": None if compiled is None else compiled.graph_breaks,
         **_exact_fields(measured.counts, measured.peak_memory_bytes, measured.params),
+        **_rotation_fields(measured.rotation),
+    }  # fmt: skip
+
+
+def _rotation_fields(rotation: Rotation | None) -> dict[str, Any]:
+    if rotation is None:
+        return {}
+    return {
+        "graph_copies": rotation.copies, "graph_rotated_bytes": rotation.rotated_bytes,
+        "l2_bytes": rotation.l2_bytes,
     }  # fmt: skip
 
 
@@ -461,6 +475,14 @@ class RunDirectory:
     def results(self) -> pd.DataFrame:
         return read_results(self.path)
 
+    def write_kernel_traffic(self, records: list[dict[str, Any]]) -> None:
+        """The fused rows' counted kernel bytes (bench.measurement.kernel_traffic), by case_id."""
+        write_atomic(self.path / _KERNEL_TRAFFIC, pd.DataFrame(records).to_csv(index=False))
+
+    def kernel_traffic(self) -> pd.DataFrame | None:
+        path = self.path / _KERNEL_TRAFFIC
+        return pd.read_csv(path) if path.exists() else None
+
     def samples(self) -> pd.DataFrame:
         return read_samples(self.path)
 
@@ -577,6 +599,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column.name] = values.astype(str).str.lower().eq("true")
         else:
             frame[column.name] = values.astype(object).where(values.notna(), None)
+    # a run from before the launch axis launched every call eagerly
+    frame["launch"] = frame["launch"].where(frame["launch"].notna(), "eager")
     return frame
 
 

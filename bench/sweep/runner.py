@@ -285,7 +285,8 @@ class CaseRunner:
     ) -> None:
         timed = time_round(
             pending.case.mode, module, x, settings, threads=self.spec.threads,
-            reference=pending.prepared.reference,
+            reference=pending.prepared.reference, launch=pending.case.launch,
+            call_bytes=pending.prepared.counts.bytes_moved,
         )  # fmt: skip
         pending.rounds.append(timed)
         pending.wall_s += timed.wall_s

@@ -9,6 +9,8 @@ the models' JSON Schema, for editors that complete and check spec files as they 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -321,6 +323,18 @@ class SweepSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _graphs_on_cuda(self) -> SweepSpec:
+        """A CUDA graph replays CUDA kernels: a CPU case has nothing to replay."""
+        if "graph" in self.timing.launch:
+            cpus = [d for d in self.devices if not d.startswith("cuda")]
+            if cpus:
+                raise ValueError(
+                    f"timing.launch=graph: devices={cpus} cannot replay CUDA graphs; allowed "
+                    "there: eager (use devices: cuda, or launch: eager)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _simulated_on_one_cpu_thread(self) -> SweepSpec:
         """valgrind counts CPU code, one thread at a time; inductor's compile under it takes
         minutes a case."""
@@ -345,7 +359,23 @@ class SweepSpec(BaseModel):
         return self.model_dump(mode="json")
 
 
+_ASSUMED_DEVICES: set[str] = set()  # devices a dry run plans for without this machine having them
+
+
+@contextmanager
+def assume_devices(devices: set[str]) -> Iterator[None]:
+    """Specs built inside take `devices` as present (`bench gpu-report --dry-run` checks a GPU
+    sweep on a machine without one)."""
+    _ASSUMED_DEVICES.update(devices)
+    try:
+        yield
+    finally:
+        _ASSUMED_DEVICES.difference_update(devices)
+
+
 def _device_present(device: str) -> bool:
+    if device in _ASSUMED_DEVICES:
+        return True
     kind, _, index = device.partition(":")
     if kind == "cpu":
         return not index
