@@ -1,5 +1,5 @@
 """``python -m bench run | list | schema | merge | report | compare | fused | network |
-gpu-report | ab | history``: the suite's command line."""
+kernel-traffic | gpu-report | ab | history``: the suite's command line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .programs import (
     add_network_arguments,
     command_check,
     command_fused,
+    command_kernel_traffic,
     command_network,
 )
 from .sweep.plugins import load_plugin
@@ -493,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_network_arguments(network)
     network.set_defaults(handler=command_network)
+    traffic = commands.add_parser(
+        "kernel-traffic",
+        help="count the Triton kernels' bytes of a run's fused cases under the interpreter "
+        "(run with TRITON_INTERPRET=1; bench fused does it for its runs)",
+    )
+    traffic.add_argument("run_dir")
+    traffic.set_defaults(handler=command_kernel_traffic)
     gpu = commands.add_parser(
         "gpu-report",
         help="the fused blocks' GPU figures in one go (fixed cost, fused, ResNet-50; eager and "

@@ -127,12 +127,55 @@ def count_kernel_traffic(run_dir) -> bool:
         print("kernel traffic: not counted (pip install triton to count the fused kernels)")
         return False
     done = subprocess.run(
-        [sys.executable, "-m", "bench.measurement.kernel_traffic", str(run_dir)],
+        [sys.executable, "-m", "bench", "kernel-traffic", str(run_dir)],
         env={**os.environ, "TRITON_INTERPRET": "1"},
     )
     if done.returncode != 0:
         print(f"warning: counting the kernels' traffic failed (exit {done.returncode})")
     return done.returncode == 0
+
+
+def count_run(run_dir, *, quiet: bool = False) -> int:
+    """Count the Triton kernels of every fused row of a run (each once; counts are kept in
+    ~/.cache/attention-bench by the kernels' source) into its kernel_traffic.csv."""
+    import json
+    from pathlib import Path
+
+    from .measurement.kernel_traffic import count_block, source_digest
+    from .sweep.rundir import RunDirectory
+    from .sweep.variant_expr import VariantSpec
+
+    run = RunDirectory(run_dir)
+    rows = run.results()
+    fused = rows[rows["variant"].astype(str).str.endswith("_fused") & (rows["role"] == "variant")]
+    cache_path = Path.home() / ".cache" / "attention-bench" / "kernel-traffic.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    digest, records = source_digest(), []
+    for index, row in enumerate(fused.to_dict("records"), 1):
+        shape = tuple(int(row[k]) for k in ("batch", "channels", "height", "width"))
+        setting = (row["memory_format"], row["dtype"], row["mode"])
+        key = repr((digest, row["variant_label"], shape, setting))
+        if key not in cache:
+            if not quiet:
+                print(f"kernel traffic {index}/{len(fused)}: {row['label']}", flush=True)
+            variant = VariantSpec.parse(row["variant_label"])
+            cache[key] = count_block(variant.name, shape, *setting, options=variant.options_dict)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache))
+        records.append({"case_id": row["case_id"], **cache[key]})
+    run.write_kernel_traffic(records)
+    return len(records)
+
+
+def command_kernel_traffic(args: argparse.Namespace) -> int:
+    """`bench kernel-traffic RUN_DIR`: under TRITON_INTERPRET=1 (set before the process starts)."""
+    try:
+        counted = count_run(args.run_dir)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"counted the kernels of {counted} fused cases into {args.run_dir}/kernel_traffic.csv")
+    return 0
 
 
 def command_fused(args: argparse.Namespace) -> int:

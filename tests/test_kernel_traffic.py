@@ -6,7 +6,8 @@ import torch
 
 import attention_variants as av
 from attention_variants.fused import triton_kernels
-from bench.measurement.kernel_traffic import OTHER, count_block, count_run, count_traffic
+from bench.measurement.kernel_traffic import OTHER, count_block, count_traffic
+from bench.programs import count_run
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 # C not a multiple of the channel block, H*W not a multiple of the pixel block

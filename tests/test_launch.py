@@ -80,7 +80,12 @@ def test_the_report_sets_each_launch_beside_the_other(tmp_path):
     assert launch["launch_s"].to_numpy() == pytest.approx(launch["graph_s"].to_numpy())
     fused = pd.read_csv(run_dir / "tables" / "fused_cpu_float32.csv")
     assert sorted(fused["launch"]) == ["eager"] * 4 + ["graph"] * 4
+    (tmp_path / "fixed-cost").mkdir()
+    (tmp_path / "fixed-cost" / "fixed_cost.txt").write_text(
+        "eca_fused module  11.62 us\neca_fused module, profiled CPU time  28.11 us\n"
+    )
     lines = gpu_report.goals(tmp_path)
+    assert lines[0] == "- eca_fused: CPU per call 11.62 us (goal <= 25)"  # the host-timed one
     assert [line for line in lines if "graph-replayed:" in line] and len(lines) == 5
 
 

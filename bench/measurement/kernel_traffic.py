@@ -146,24 +146,24 @@ def count_traffic(first_sample_only: bool = False) -> Iterator[TrafficLog]:
 
 
 def count_block(
-    variant_label: str,
+    name: str,
     shape: tuple[int, int, int, int],
     memory_format: str = "contiguous",
     dtype: str = "float32",
     mode: str = "infer",
+    options: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """The Triton kernels' bytes for one call of a fused block (forward, or forward and
-    backward for mode "train"), with `feature_map_bytes` (one pass over x) to read them by."""
+    """The Triton kernels' bytes for one call of the fused block `name` (forward, or forward
+    and backward for mode "train"), with `feature_map_bytes` (one pass over x) to read them by;
+    counted for the first sample and multiplied by the batch."""
     import torch
 
     import attention_variants as av
-    from bench.sweep.variant_expr import VariantSpec
 
     _require_interpreter()
-    variant = VariantSpec.parse(variant_label)
-    module = av.create(variant.name, shape[1], **variant.options_dict).to(getattr(torch, dtype))
+    module = av.create(name, shape[1], **(options or {})).to(getattr(torch, dtype))
     if not hasattr(module, "triton_gate"):
-        raise ValueError(f"{variant_label}: not a fused block with Triton kernels")
+        raise ValueError(f"{name}: not a fused block with Triton kernels")
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     x = torch.randn(shape, dtype=getattr(torch, dtype)).contiguous(memory_format=fmt)
     x.requires_grad_(mode == "train")
@@ -181,61 +181,11 @@ def count_block(
     }
 
 
-def _cache_key(row: dict[str, object]) -> str:
+def source_digest() -> str:
+    """What the counts depend on: the kernels' and their ops' source."""
     import hashlib
 
     from attention_variants.fused import ops, triton_kernels
 
     sources = b"".join(Path(m.__file__).read_bytes() for m in (triton_kernels, ops))
-    what = [row[k] for k in ("variant_label", "batch", "channels", "height", "width")]
-    what += [row[k] for k in ("memory_format", "dtype", "mode")]
-    return hashlib.sha256(sources + repr(what).encode()).hexdigest()[:20]
-
-
-def count_run(run_dir: str | Path, *, quiet: bool = False) -> int:
-    """Count the kernels of every fused row of a run (each once; counts are kept in
-    ~/.cache/attention-bench by the kernels' source) into its kernel_traffic.csv."""
-    import json
-
-    from bench.sweep.rundir import RunDirectory
-
-    _require_interpreter()
-    run = RunDirectory(run_dir)
-    rows = run.results()
-    fused = rows[rows["variant"].astype(str).str.endswith("_fused") & (rows["role"] == "variant")]
-    cache_path = Path.home() / ".cache" / "attention-bench" / "kernel-traffic.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    records = []
-    for index, row in enumerate(fused.to_dict("records"), 1):
-        key = _cache_key(row)
-        if key not in cache:
-            shape = (row["batch"], row["channels"], row["height"], row["width"])
-            if not quiet:
-                print(f"kernel traffic {index}/{len(fused)}: {row['label']}", flush=True)
-            cache[key] = count_block(
-                row["variant_label"], tuple(map(int, shape)), row["memory_format"],
-                row["dtype"], row["mode"],
-            )  # fmt: skip
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_text(json.dumps(cache))
-        records.append({"case_id": row["case_id"], **cache[key]})
-    run.write_kernel_traffic(records)
-    return len(records)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.measurement.kernel_traffic",
-        description="count the Triton kernels' global-memory bytes of a run's fused rows "
-        "(under TRITON_INTERPRET=1) into its kernel_traffic.csv",
-    )
-    parser.add_argument("run_dir")
-    args = parser.parse_args(argv)
-    print(f"counted the kernels of {count_run(args.run_dir)} fused cases")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return hashlib.sha256(sources).hexdigest()[:16]
