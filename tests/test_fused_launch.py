@@ -137,3 +137,26 @@ def test_on_cpu_tensors_without_the_interpreter_the_ops_say_where_they_run(monke
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(RuntimeError, match="run on cuda tensors"):
         ops.backend(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["eca_fused", "se_fused"])
+def test_torch_compile_fullgraph_traces_the_interpreted_ops_and_their_backward(name):
+    """Under the interpreter the ops are opaque custom ops: compiled whole, equal to eager."""
+    module = av.create(name, 16)
+    compiled = torch.compile(
+        lambda x: module.triton_gate(x)[0], backend="aot_eager", fullgraph=True
+    )
+    x = torch.randn(2, 16, 6, 5, requires_grad=True)
+    x_eager = x.detach().clone().requires_grad_()
+    compiled(x).sum().backward()
+    module.triton_gate(x_eager)[0].sum().backward()
+    torch.testing.assert_close(x.grad, x_eager.grad)
+    torch.testing.assert_close(x.grad, _eager_grad(name, module, x.detach()))
+
+
+def _eager_grad(name, fused, x):
+    eager = av.create(name.removesuffix("_fused"), x.shape[1])
+    eager.load_state_dict(fused.state_dict())
+    x = x.clone().requires_grad_()
+    eager(x).sum().backward()
+    return x.grad
