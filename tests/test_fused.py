@@ -252,7 +252,7 @@ def test_network_ratios_are_the_geometric_mean_of_per_round_ratios():
     # two networks, three rounds each: the ratio is exp(mean(log(t / plain))) over the rounds
     rows = pd.DataFrame({
         "case_id": ["p", "e"], "mode": "infer", "batch": 2, "variant_label": ["none", "eca"],
-        "compile": False, "quality_flags": [(), ("unstable",)],
+        "compile": False, "launch": "eager", "quality_flags": [(), ("unstable",)],
     })  # fmt: skip
     plain, eca = [1.0, 2.0, 4.0], [1.5, 2.0, 6.0]
     samples = pd.DataFrame({
@@ -279,7 +279,7 @@ def test_network_table_lines_run_by_mode_and_batch_with_plain_first_and_compiled
     rows = pd.DataFrame({
         "case_id": [f"c{i}" for i in range(len(cases))], "mode": [c[0] for c in cases],
         "batch": [c[1] for c in cases], "variant_label": [c[2] for c in cases],
-        "compile": [c[3] for c in cases], "quality_flags": [()] * len(cases),
+        "compile": [c[3] for c in cases], "launch": "eager", "quality_flags": [()] * len(cases),
     })  # fmt: skip
     samples = pd.DataFrame({
         "case_id": list(rows["case_id"]) * 2, "round": [0] * len(cases) + [1] * len(cases),

@@ -190,7 +190,10 @@ def network_ratio_table(
             flag = "" if row["quality"] == "ok" else f" {FLAGGED_MARK}"
             line[row["network"]] = f"{row['ratio_to_plain']:.3f}{interval}{flag}"
         lines.append(line)
-    return pd.DataFrame(lines), raw
+    table = pd.DataFrame(lines)
+    if len(table) and (table["launch"] == "eager").all():
+        table = table.drop(columns="launch")  # one launch: the column says nothing
+    return table, raw
 
 
 def launch_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
