@@ -43,6 +43,13 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def with_launch(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Rounds stored before the launch axis existed were all launched eagerly."""
+    if "launch" not in rounds:
+        return rounds.assign(launch="eager")
+    return rounds.assign(launch=rounds["launch"].fillna("eager"))
+
+
 class HistoryError(ValueError):
     """A run cannot be added, or the store cannot be read (exit code 2); nothing was written."""
 
@@ -192,13 +199,6 @@ class HistoryStore:
             raise HistoryError(f"{self.path}: no run in this history store yet (bench history add)")
         rounds = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         return with_launch(rounds)
-
-
-def with_launch(rounds: pd.DataFrame) -> pd.DataFrame:
-    """Rounds stored before the launch axis existed were all launched eagerly."""
-    if "launch" not in rounds:
-        return rounds.assign(launch="eager")
-    return rounds.assign(launch=rounds["launch"].fillna("eager"))
 
     def commits(self, machine: str) -> set[str]:
         """The commits stored for a machine."""
