@@ -238,18 +238,16 @@ def command_gpu_report(args: argparse.Namespace) -> int:
     for step in steps(out, args.device):
         left = args.budget_s - (time.perf_counter() - started)
         if left <= 0:
-            outcomes.append((step, None, 0.0))
-            continue
-        print(f"== {step.name}: {step.what}", flush=True)
-        begin = time.perf_counter()
-        try:
-            code = subprocess.run(
-                [sys.executable, "-m", "bench", *step.argv], timeout=left
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = 124
-        outcomes.append((step, code, time.perf_counter() - begin))
-        worst = max(worst, code)
+            outcomes.append((step, None, 0.0))  # out of time: named in the summary
+        else:
+            print(f"== {step.name}: {step.what}", flush=True)
+            begin = time.perf_counter()
+            try:
+                command = [sys.executable, "-m", "bench", *step.argv]
+                code = subprocess.run(command, timeout=left).returncode
+            except subprocess.TimeoutExpired:
+                code = 124
+            outcomes.append((step, code, time.perf_counter() - begin))
+            worst = max(worst, code)
         print(f"summary: {write_summary(out, outcomes)}", flush=True)
-    write_summary(out, outcomes)
     return 1 if worst else 0

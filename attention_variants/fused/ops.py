@@ -25,28 +25,32 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # read by triton once, at import
+# Compiled Triton kernels can be traced into (torch.compile sees them); interpreted ones cannot,
+# and without triton (CPU-only use) the ops only explain themselves when called
+TRACEABLE_KERNELS = triton_available() and not INTERPRETED
+_kernels: ModuleType | None = None  # imported on the first call: every later one reads this
+
+
 def backend(device: torch.device) -> ModuleType:
     """The Triton kernels, on CUDA (or on CPU tensors under TRITON_INTERPRET=1)."""
-    interpreted = device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
-    if device.type not in ("cuda", "meta") and not interpreted:
+    if device.type not in ("cuda", "meta") and not (device.type == "cpu" and INTERPRETED):
         raise RuntimeError(
             f"the Triton-backed fused ops run on cuda tensors, not {device.type} (on CPUs the "
             "fused blocks call the C++ library, attention_variants_cpu; Triton's interpreter "
             "runs these ops on CPU tensors when TRITON_INTERPRET=1)"
         )
-    if not triton_available():
-        raise RuntimeError(
-            "the fused attention variants need triton on CUDA devices: pip install triton "
-            "(or use the eager variants, e.g. 'eca' instead of 'eca_fused')"
-        )
-    from . import triton_kernels
+    global _kernels
+    if _kernels is None:
+        if not triton_available():
+            raise RuntimeError(
+                "the fused attention variants need triton on CUDA devices: pip install triton "
+                "(or use the eager variants, e.g. 'eca' instead of 'eca_fused')"
+            )
+        from . import triton_kernels
 
-    return triton_kernels
-
-
-# Compiled Triton kernels can be traced into (torch.compile sees them); interpreted ones cannot,
-# and without triton (CPU-only use) the ops only explain themselves when called
-TRACEABLE_KERNELS = triton_available() and os.environ.get("TRITON_INTERPRET") != "1"
+        _kernels = triton_kernels
+    return _kernels
 
 
 def _gate_op(name: str, fake):

@@ -269,10 +269,14 @@ class _CpuTimer:
         return (time.perf_counter_ns() - begin) / self.block_size / 1e9
 
 
+def l2_cache_bytes(device: torch.device) -> int:
+    """The device's L2 size (64 MiB where the driver does not say)."""
+    return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 2**26)
+
+
 def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
     """A buffer twice the L2's size: zeroing it evicts whatever the last sample left there."""
-    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 2**26
-    return torch.empty(2 * l2_bytes // 4, dtype=torch.int32, device=device)
+    return torch.empty(2 * l2_cache_bytes(device) // 4, dtype=torch.int32, device=device)
 
 
 class _CudaTimer:
@@ -297,7 +301,7 @@ class _CudaTimer:
         self.fn()
         self.end.record()
         self.end.synchronize()
-        return self.begin.elapsed_time(self.end) / 1e3
+        return self.begin.elapsed_time(self.end) / 1e3 / self.block_size
 
 
 # ---- CUDA-graph replay with a cold L2 ----------------------------------------------------------
@@ -336,11 +340,7 @@ def plan_rotation(
     return Rotation(max(1, min(needed, max_copies)), call_bytes, l2_bytes)
 
 
-def l2_cache_bytes(device: torch.device) -> int:
-    return int(torch.cuda.get_device_properties(device).L2_cache_size)
-
-
-class _CudaGraphTimer:
+class _CudaGraphTimer(_CudaTimer):
     """Captures `calls` (one per rotated input) into one CUDA graph; a sample is one replay's
     time between CUDA events over the number of calls: device time without launch cost."""
 
@@ -360,16 +360,9 @@ class _CudaGraphTimer:
             self.outputs = [call() for call in calls]  # kept: the graph's memory stays valid
         self.graph.replay()
         sync()
-        self.block_size = len(calls)
+        self.fn, self.block_size, self.flush = self.graph.replay, len(calls), None
         self.begin = torch.cuda.Event(enable_timing=True)
         self.end = torch.cuda.Event(enable_timing=True)
-
-    def sample(self) -> float:
-        self.begin.record()
-        self.graph.replay()
-        self.end.record()
-        self.end.synchronize()
-        return self.begin.elapsed_time(self.end) / 1e3 / self.block_size
 
 
 def measure(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..statistics import geometric_mean_interval
+from ..sweep.cases import case_label
 from ..sweep.rundir import quality_text
 from .tables import FLAGGED_MARK
 
@@ -199,10 +200,10 @@ def network_ratio_table(
 def launch_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per case launched both ways: its eager time (device time plus launching from Python),
     its CUDA-graph replay (device time alone, L2 cold) and the difference, the launch cost."""
-    identity = ["label_without_launch"]
-    rows = rows.assign(label_without_launch=rows["label"].str.removesuffix(" graph"))
-    eager = rows[rows["launch"] == "eager"].set_index(identity)
-    graph = rows[rows["launch"] == "graph"].set_index(identity)
+    # each case by its eager label: the same for both launches of one case
+    rows = rows.assign(case=[case_label({**r, "launch": "eager"}) for r in rows.to_dict("records")])
+    eager = rows[rows["launch"] == "eager"].set_index("case")
+    graph = rows[rows["launch"] == "graph"].set_index("case")
     both = eager.index.intersection(graph.index)
     raw = pd.DataFrame({
         "case": both,
