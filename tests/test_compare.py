@@ -18,7 +18,7 @@ from bench.gate.model import (
     fit_case,
     ratio_from_rounds,
 )
-from bench.gate.render import markdown
+from bench.gate.render import markdown, to_json
 from bench.sweep.rundir import COLUMNS, SAMPLE_COLUMNS
 
 
@@ -715,18 +715,19 @@ def test_one_run_per_side_calls_no_change_where_only_the_copy_moved(tmp_path):
     for i in jumped:  # against the copy alone, a clear improvement; the raw time says no
         case = verdicts[i]
         assert case.ratio < 0.85 and case.p_adjusted < 0.05
-        assert case.raw_ratio > 1.05 and case.time_ratio == pytest.approx(1.0, abs=0.03)
-        assert case.verdict == "undetermined" and case.time_p_adjusted >= 0.05
+        assert case.raw_ratio > 1.05 and case.check_ratio == pytest.approx(1.0, abs=0.03)
+        assert case.verdict == "undetermined" and case.check_p_adjusted >= 0.05
         assert "did not move significantly" in case.reason
     found = {i for i, c in verdicts.items() if c.verdict == "regression"}
     assert found == slowed  # both tests agree on a real slowdown
     # the machine's 8% is taken out of the time (1.2 x 1.08 would be 1.30), the code's 20% not
-    assert all(verdicts[i].time_p_adjusted < 0.05 for i in slowed)
-    assert np.median([verdicts[i].time_ratio for i in slowed]) == pytest.approx(1.2, rel=0.02)
+    assert all(verdicts[i].check_p_adjusted < 0.05 for i in slowed)
+    assert np.median([verdicts[i].check_ratio for i in slowed]) == pytest.approx(1.2, rel=0.02)
     assert not result.improvements
-    assert "5 case(s) past the threshold against their copy stay undetermined" in markdown(result)
+    assert "5 case(s) past the threshold at their copy's fitted slope stay" in markdown(result)
+    assert result.check == "time over the machine's drift"
     raw = compare(sides["base"], sides["new"], reference=None)  # no copy: nothing to check
-    assert all(np.isnan(c.time_p_adjusted) for c in raw.cases)
+    assert all(np.isnan(c.check_p_adjusted) for c in raw.cases)
 
 
 def test_the_step_summary_is_appended_and_cut_under_githubs_cap(tmp_path, monkeypatch):
@@ -744,3 +745,42 @@ def test_the_step_summary_is_appended_and_cut_under_githubs_cap(tmp_path, monkey
     assert len(text.encode()) <= STEP_SUMMARY_BYTES < 1024 * 1024
     assert text.startswith("an earlier step's line\n## report\n")
     assert text.rstrip().endswith("the whole report is ab/compare.md)")
+
+
+def test_two_runs_per_side_call_no_change_where_the_machine_moved_between_the_sides(tmp_path):
+    """Two runs per side, each process on a steady machine, both of NEW's on one 16% slower (a
+    neighbour busy through the middle of `bench ab`'s base, new, new, base): within a side the
+    copies do not move, so nothing there ties a case's time to its copy, and the runs of a
+    side agree with each other. Identical code must not be a regression; 4 cases really 30%
+    slower must still be."""
+    slowed = {2, 7, 11, 16}
+
+    def sides(slow):
+        out = {}
+        for side in ("base", "new"):
+            for run in (1, 2):
+                cases = {}
+                for i in range(20):
+                    factor = 1.3 if side == "new" and i in slow else 1.0
+                    cases[f"v{i:03d}"] = draws(
+                        2e-4 * factor, spread=0.01, drift=0.0, rounds=3, n=30,
+                        seed=100 * run + 1000 * (side == "new") + i,
+                        slow_machine=1.16 if side == "new" else 1.0,
+                    )  # fmt: skip
+                write_run(tmp_path / f"{slow!r}" / side / f"run-{run}", cases, rounds=3,
+                          machine=1.16 if side == "new" else 1.0)  # fmt: skip
+            out[side] = tmp_path / f"{slow!r}" / side
+        return out["base"], out["new"]
+
+    same = compare(*sides(set()))
+    assert same.between_runs.source == "runs" and same.drift == pytest.approx(1.16, rel=0.03)
+    assert not same.regressions and not same.improvements
+    assert same.check == "time over its own copy"
+    held = [c for c in same.cases if c.ratio > 1.1 and c.p_adjusted < 0.05]
+    assert held and all("time over its own copy did not move" in c.reason for c in held)
+    assert all(c.check_ratio == pytest.approx(1.0, abs=0.04) for c in same.cases)
+    assert "the machine may have moved between the sides" in markdown(same)
+    record = to_json(same)
+    assert record["check"] == "time over its own copy" and record["verdict"] != "regression"
+    slower = compare(*sides(slowed))
+    assert {int(c.label[1:4]) for c in slower.regressions} == slowed

@@ -49,6 +49,14 @@ significantly the same way: both tests must reject, so the pair keeps the gate's
 case that fails only this check stays `undetermined`, its `reason` says so, and more runs per
 side would tell.
 
+Two or more runs per side. Each case's own run spread shows a copy that jumped alone, but not a
+machine that was steady within each side and slower on one (a neighbour busy through the middle
+of `bench ab`'s base, new, new, base): within the sides the copies then hardly move, the copy's
+slope cannot be learnt there and falls toward 0 (raw time), the drift stays in the case's time,
+and the runs of each side agree. So a regression or improvement also needs the case's time over
+its own copy (slope 1), tested alike (its own between-run variance, from the runs, adjusted over
+the suite), to have moved significantly the same way.
+
 The suite. Every tested case is a test, so the p-values are adjusted together (Benjamini-
 Hochberg): the expected share of false findings among flagged cases is at most `alpha` (0.05),
 and when nothing changed, the chance that any case is flagged is about `alpha`. Each tested case
@@ -58,8 +66,9 @@ gets one verdict:
   significant, and large enough to matter; `improvement` likewise below 1 / (1 + threshold);
 - `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
   within the threshold, not merely not shown to be outside it;
-- `undetermined`: neither (or, with one run per side, past the threshold against its copy
-  while its time over the suite's drift did not move significantly): the data cannot tell.
+- `undetermined`: neither (or past the threshold at its copy's fitted slope while its second
+  test, the time over the suite's drift or over its own copy, did not move significantly):
+  the data cannot tell.
   Each case carries the smallest slowdown this data would have found (`detectable_ratio`:
   at `alpha` with 80% power, before the suite's adjustment); more rounds or runs narrow it.
 
@@ -107,12 +116,20 @@ from .model import (
     case_test,
     fit_case,
     round_levels,
-    suite_between_runs,
 )
 from .sides import GROUP_KEYS, CompareInputError, Side, _group, load_side
 
 __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_side"]
 
+# the second test a regression or improvement must pass: one run per side, the raw time over
+# the suite's drift; two or more, the time over the case's own copy
+DRIFT_CHECK = "time over the machine's drift"
+COPY_CHECK = "time over its own copy"
+CHECK_WHY = {
+    DRIFT_CHECK: "the copy may have moved alone between the two processes",
+    COPY_CHECK: "the machine may have moved between the sides while the copy, steady within "
+    "them, showed no slope to divide it out by",
+}
 WALL_THRESHOLD = 0.10  # wall time's default; counts have their own (`bench.gate.counted`)
 EXACT_METRICS = ("flops", "macs", "bytes_moved", "peak_memory_bytes", "params")
 # verdicts drawn from data that holds: the cases the suite's figures cover
@@ -184,9 +201,9 @@ class CaseComparison:
     runs_base: int = 0
     runs_new: int = 0
     p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
-    # one run per side, normalised: raw time over the suite's drift, and its adjusted p-value
-    time_ratio: float = float("nan")
-    time_p_adjusted: float = float("nan")
+    # the second test a change must pass where the copy's slope is fitted (`Comparison.check`)
+    check_ratio: float = float("nan")
+    check_p_adjusted: float = float("nan")
     reference_slope: float = float("nan")  # how far the reference was divided out
     df: float = 0.0
     detectable_ratio: float = float("nan")  # the smallest slowdown this data would find
@@ -208,6 +225,7 @@ class Comparison:
     between_runs: BetweenRuns = field(default_factory=BetweenRuns)
     # one run per side, and too few cases left untouched to say how processes differ
     spread_unknown: bool = False
+    check: str = ""  # the second test's measure: DRIFT_CHECK, COPY_CHECK or none
     counted: CountedBasis | None = None  # simulated sides: decided on counts, not times
 
     def with_verdict(self, verdict: str) -> list[CaseComparison]:
@@ -373,14 +391,21 @@ def compare_sides(
         f.runs_share > 0 for f in fits.values()
     )
     checks: dict[str, RoundTest] = {}
+    rounds.update({k: sides for k, (_, sides) in untouched.items()})
     if result.between_runs.source == "suite" and reference is not None:
         # one run per side: a case's own copy may have moved alone; its time must agree
-        rounds.update({k: sides for k, (_, sides) in untouched.items()})
-        checks = _time_checks(rounds, [*undisturbed, *untouched], group_of, alpha)
+        result.check = DRIFT_CHECK
+        checks = _drift_checks(rounds, [*undisturbed, *untouched], group_of, alpha)
+    elif result.between_runs.source == "runs" and reference == "copy":
+        # runs per side: the machine may have moved between the sides while steady within
+        # them, where the copy's slope cannot be learnt; the time over the copy must agree
+        result.check = COPY_CHECK
+        fits_over_copy = {key: fit_case(b, n, slope=1.0) for key, (b, n) in rounds.items()}
+        checks = _checks(fits_over_copy, [*undisturbed, *untouched], group_of, alpha)
     if result.spread_unknown:  # too few untouched cases to say how processes differ
         _hold_all(result.cases, result.between_runs)
     else:
-        _decide(result.cases, threshold=threshold, alpha=alpha, time_checks=checks)
+        _decide(result.cases, threshold=threshold, alpha=alpha, checks=checks, check=result.check)
     if drifts:
         result.drift = float(np.median(drifts))
     return result
@@ -461,7 +486,7 @@ def _fit_case(
     return case, fit, (b, n)
 
 
-def _time_checks(
+def _drift_checks(
     rounds: dict[str, tuple[Rounds, Rounds]],
     undisturbed: list[str],
     group_of: dict[str, str],
@@ -480,8 +505,16 @@ def _time_checks(
 
     fits = {key: fit_case(level(b, 1.0), level(n, np.exp(drift)), slope=1.0)
             for key, (b, n) in rounds.items()}  # fmt: skip
+    return _checks(fits, undisturbed, group_of, alpha)
+
+
+def _checks(
+    fits: dict[str, CaseFit | None], undisturbed: list[str], group_of: dict[str, str], alpha: float
+) -> dict[str, RoundTest]:
+    """Each case's second test, from `fits`, with a between-run variance of its own read from
+    the undisturbed cases (from their runs, or with one run per side from the suite)."""
     kept = [k for k in undisturbed if fits[k] is not None]
-    between = suite_between_runs([fits[k] for k in kept], [group_of[k] for k in kept])
+    between = between_runs([fits[k] for k in kept], [group_of[k] for k in kept])
     tests = {
         key: case_test(fit, between, alpha=alpha) for key, fit in fits.items() if fit is not None
     }
@@ -503,34 +536,35 @@ def _decide(
     *,
     threshold: float,
     alpha: float,
-    time_checks: dict[str, RoundTest] | None = None,
+    checks: dict[str, RoundTest] | None = None,
+    check: str = "",
 ) -> None:
     """The suite's decision: p-values adjusted together (Benjamini-Hochberg) over the tested
     cases; a regression is significant after adjustment and slower than 1 + threshold, a case
     is unchanged when its interval lies inside the threshold's bounds, undetermined otherwise.
-    With `time_checks` (one run per side, normalised times), a regression or improvement also
-    needs its time's check (`_time_checks`), adjusted likewise, significant the same way."""
+    With `checks` (the `check` named), a regression or improvement also needs its case's
+    second test, adjusted likewise, significant the same way."""
     gated = [c for c in cases if c.verdict == "undetermined"]
     if not gated:
         return
     adjusted = false_discovery_control([c.p_value for c in gated], method="bh")
-    checked = [c for c in gated if c.key in (time_checks or {})]
+    checked = [c for c in gated if c.key in (checks or {})]
     if checked:
-        p_values = [time_checks[c.key].p_value for c in checked]
-        time_q = false_discovery_control(p_values, method="bh")
-        for case, q in zip(checked, time_q, strict=True):
-            case.time_ratio, case.time_p_adjusted = time_checks[case.key].ratio, float(q)
+        p_values = [checks[c.key].p_value for c in checked]
+        check_q = false_discovery_control(p_values, method="bh")
+        for case, q in zip(checked, check_q, strict=True):
+            case.check_ratio, case.check_p_adjusted = checks[case.key].ratio, float(q)
     low, high = 1 / (1 + threshold), 1 + threshold
     for case, q in zip(gated, adjusted, strict=True):
         case.p_adjusted = float(q)
         changed = "regression" if case.ratio > high else "improvement" if case.ratio < low else ""
-        if q < alpha and changed and time_checks:
-            slower = case.time_ratio > 1
-            if not (case.time_p_adjusted < alpha and slower == (changed == "regression")):
+        if q < alpha and changed and checks:
+            slower = case.check_ratio > 1
+            if not (case.check_p_adjusted < alpha and slower == (changed == "regression")):
                 case.reason = (
-                    f"one run per side: {changed} against its copy, but its time over the "
-                    f"machine's drift did not move significantly ({case.time_ratio:.3f}, "
-                    f"adjusted p {case.time_p_adjusted:.2g}); its copy may have moved alone"
+                    f"{changed} at its copy's fitted slope ({case.reference_slope:.2f}), but its "
+                    f"{check} did not move significantly ({case.check_ratio:.3f}, adjusted p "
+                    f"{case.check_p_adjusted:.2g}); {CHECK_WHY[check]}"
                 )
                 continue  # undetermined: more runs per side would tell
         if q < alpha and changed:

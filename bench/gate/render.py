@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compare import MIN_ROUNDS, VERDICTS, CaseComparison, Comparison, plain_value
+from .compare import CHECK_WHY, MIN_ROUNDS, VERDICTS, CaseComparison, Comparison, plain_value
 from .counted import CountedBasis
 
 
@@ -29,6 +29,7 @@ def to_json(result: Comparison) -> dict[str, Any]:
         "threshold": result.threshold,
         "alpha": result.alpha,
         "reference": result.reference,
+        "check": result.check or None,
         "machine_drift": _number(result.drift),
         "verdicts": {v: len(result.with_verdict(v)) for v in VERDICTS},
         "between_runs": {**asdict(result.between_runs), "df": _number(result.between_runs.df),
@@ -172,11 +173,12 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
             "then read from the suite, not measured (`bench ab --runs 2` runs two per side)."
         )
     held = [c for c in result.undetermined if c.reason]
-    if held and counted is None:
+    if held and counted is None and result.check:
         lines[-1] += (
-            f" {len(held)} case(s) past the threshold against their copy stay undetermined: "
-            "their time over the machine's drift did not move significantly, so the copy may "
-            "have moved alone (listed with the undetermined cases)."
+            f" {len(held)} case(s) past the threshold at their copy's fitted slope stay "
+            f"undetermined: their {result.check} did not move significantly, so "
+            f"{CHECK_WHY[result.check]} (listed with the "
+            "undetermined cases)."
         )
     for name, side in (("BASE", result.base), ("NEW", result.new)):
         if side.provenance:
