@@ -724,7 +724,7 @@ def test_one_run_per_side_calls_no_change_where_only_the_copy_moved(tmp_path):
     assert all(verdicts[i].check_p_adjusted < 0.05 for i in slowed)
     assert np.median([verdicts[i].check_ratio for i in slowed]) == pytest.approx(1.2, rel=0.02)
     assert not result.improvements
-    assert "5 case(s) past the threshold at their copy's fitted slope stay" in markdown(result)
+    assert "5 case(s) past the threshold against their reference stay" in markdown(result)
     assert result.check == "time over the machine's drift"
     raw = compare(sides["base"], sides["new"], reference=None)  # no copy: nothing to check
     assert all(np.isnan(c.check_p_adjusted) for c in raw.cases)

@@ -66,7 +66,7 @@ gets one verdict:
   significant, and large enough to matter; `improvement` likewise below 1 / (1 + threshold);
 - `unchanged`: its 95% interval lies inside [1 / (1 + threshold), 1 + threshold]: shown to be
   within the threshold, not merely not shown to be outside it;
-- `undetermined`: neither (or past the threshold at its copy's fitted slope while its second
+- `undetermined`: neither (or past the threshold against its reference while its second
   test, the time over the suite's drift or over its own copy, did not move significantly):
   the data cannot tell.
   Each case carries the smallest slowdown this data would have found (`detectable_ratio`:
@@ -201,7 +201,7 @@ class CaseComparison:
     runs_base: int = 0
     runs_new: int = 0
     p_adjusted: float = float("nan")  # over the suite (Benjamini-Hochberg)
-    # the second test a change must pass where the copy's slope is fitted (`Comparison.check`)
+    # the second test a change must pass where times are normalised (`Comparison.check`)
     check_ratio: float = float("nan")
     check_p_adjusted: float = float("nan")
     reference_slope: float = float("nan")  # how far the reference was divided out
@@ -562,9 +562,9 @@ def _decide(
             slower = case.check_ratio > 1
             if not (case.check_p_adjusted < alpha and slower == (changed == "regression")):
                 case.reason = (
-                    f"{changed} at its copy's fitted slope ({case.reference_slope:.2f}), but its "
-                    f"{check} did not move significantly ({case.check_ratio:.3f}, adjusted p "
-                    f"{case.check_p_adjusted:.2g}); {CHECK_WHY[check]}"
+                    f"{changed} against its reference (slope {case.reference_slope:.2f}), but "
+                    f"its {check} did not move significantly ({case.check_ratio:.3f}, adjusted "
+                    f"p {case.check_p_adjusted:.2g}); {CHECK_WHY[check]}"
                 )
                 continue  # undetermined: more runs per side would tell
         if q < alpha and changed:

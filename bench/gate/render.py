@@ -175,10 +175,9 @@ def markdown(result: Comparison, preface: list[str] = ()) -> str:
     held = [c for c in result.undetermined if c.reason]
     if held and counted is None and result.check:
         lines[-1] += (
-            f" {len(held)} case(s) past the threshold at their copy's fitted slope stay "
+            f" {len(held)} case(s) past the threshold against their reference stay "
             f"undetermined: their {result.check} did not move significantly, so "
-            f"{CHECK_WHY[result.check]} (listed with the "
-            "undetermined cases)."
+            f"{CHECK_WHY[result.check]} (listed with the undetermined cases)."
         )
     for name, side in (("BASE", result.base), ("NEW", result.new)):
         if side.provenance:
