@@ -775,12 +775,12 @@ def test_two_runs_per_side_call_no_change_where_the_machine_moved_between_the_si
     same = compare(*sides(set()))
     assert same.between_runs.source == "runs" and same.drift == pytest.approx(1.16, rel=0.03)
     assert not same.regressions and not same.improvements
-    assert same.check == "time over its own copy"
+    assert same.check == "time over the case's own copy"
     held = [c for c in same.cases if c.ratio > 1.1 and c.p_adjusted < 0.05]
-    assert held and all("time over its own copy did not move" in c.reason for c in held)
+    assert held and all("time over the case's own copy did not move" in c.reason for c in held)
     assert all(c.check_ratio == pytest.approx(1.0, abs=0.04) for c in same.cases)
     assert "the machine may have moved between the sides" in markdown(same)
     record = to_json(same)
-    assert record["check"] == "time over its own copy" and record["verdict"] != "regression"
+    assert record["check"] == "time over the case's own copy" and record["verdict"] != "regression"
     slower = compare(*sides(slowed))
     assert {int(c.label[1:4]) for c in slower.regressions} == slowed

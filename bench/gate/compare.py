@@ -124,7 +124,7 @@ __all__ = ["CompareInputError", "Comparison", "compare", "compare_sides", "load_
 # the second test a regression or improvement must pass: one run per side, the raw time over
 # the suite's drift; two or more, the time over the case's own copy
 DRIFT_CHECK = "time over the machine's drift"
-COPY_CHECK = "time over its own copy"
+COPY_CHECK = "time over the case's own copy"
 CHECK_WHY = {
     DRIFT_CHECK: "the copy may have moved alone between the two processes",
     COPY_CHECK: "the machine may have moved between the sides while the copy, steady within "
