@@ -240,6 +240,8 @@ class Outcome:
     between_sd: float
     compare_verdict: str = ""  # the whole compare's: regression, cannot tell, no regression...
     added: float = float("nan")  # simulated: the slowed copy's cycles over the original's
+    check_ratio: float = float("nan")  # the second test's ratio (`Comparison.check`)
+    reason: str = ""  # why the compare held the case, where it did
 
 
 def score(
@@ -288,7 +290,8 @@ def score(
                 added = [view_added.get(case.key, np.nan) for _, view_added in views]
                 outcomes.append(Outcome(index, kind, case.key, case.label, case.key in replaced,
                                         case.verdict, case.ratio, spread,
-                                        result.verdict, float(np.mean(added))))  # fmt: skip
+                                        result.verdict, float(np.mean(added)),
+                                        case.check_ratio, case.reason))  # fmt: skip
         print(f"compare {index}/{compares} scored", flush=True)
     return pd.DataFrame([o.__dict__ for o in outcomes])
 
